@@ -1,0 +1,90 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+let strict: [SwiftSetting] = [.swiftLanguageMode(.v6)]
+
+let package = Package(
+    name: "kurir",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "kurir", targets: ["kurir"]),
+        .executable(name: "kurir-fake-gateway", targets: ["kurir-fake-gateway"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+    ],
+    targets: [
+        // C libraries, found with pkg-config. Each is imported by exactly one Swift module.
+        .systemLibrary(
+            name: "CMosquitto", pkgConfig: "libmosquitto",
+            providers: [.apt(["libmosquitto-dev"])]),
+        .systemLibrary(
+            name: "CCurl", pkgConfig: "libcurl",
+            providers: [.apt(["libcurl4-openssl-dev"])]),
+        .systemLibrary(
+            name: "CJansson", pkgConfig: "jansson",
+            providers: [.apt(["libjansson-dev"])]),
+
+        // Every rule of the contract, as pure code: no C, no I/O, no clock.
+        .target(name: "KurirCore", swiftSettings: strict),
+
+        // Adapters: the only modules that import C.
+        .target(name: "KurirJSON", dependencies: ["CJansson", "KurirCore"], swiftSettings: strict),
+        .target(name: "KurirHTTP", dependencies: ["CCurl"], swiftSettings: strict),
+        .target(name: "KurirMQTT", dependencies: ["CMosquitto"], swiftSettings: strict),
+        .target(
+            name: "KurirStore",
+            dependencies: ["KurirCore", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: strict),
+
+        // Wiring: services, the delivery loop, the outbox publisher, commands.
+        .target(
+            name: "KurirDaemon",
+            dependencies: [
+                "KurirCore", "KurirJSON", "KurirHTTP", "KurirMQTT", "KurirStore",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict),
+        .executableTarget(
+            name: "kurir",
+            dependencies: [
+                "KurirDaemon", "KurirCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict),
+
+        // Fake gateways and broker launcher: shared by tests, benchmarks and the demo.
+        .target(
+            name: "KurirTestSupport",
+            dependencies: [
+                "KurirCore", "KurirJSON", "KurirMQTT",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: strict),
+        .executableTarget(
+            name: "kurir-fake-gateway",
+            dependencies: [
+                "KurirTestSupport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict),
+
+        .testTarget(name: "KurirCoreTests", dependencies: ["KurirCore"], swiftSettings: strict),
+        .testTarget(
+            name: "KurirAdapterTests",
+            dependencies: ["KurirJSON", "KurirHTTP", "KurirMQTT", "KurirStore", "KurirCore", "KurirTestSupport"],
+            swiftSettings: strict),
+        .testTarget(
+            name: "KurirEndToEndTests",
+            dependencies: ["KurirDaemon", "KurirCore", "KurirJSON", "KurirMQTT", "KurirStore", "KurirTestSupport"],
+            swiftSettings: strict),
+    ]
+)
