@@ -1,0 +1,136 @@
+import Foundation
+import KurirCore
+import KurirJSON
+import KurirMQTT
+import KurirStore
+import Logging
+
+/// Turns one MQTT request into committed rows, synchronously, inside libmosquitto's message callback.
+///
+/// The QoS 1 PUBACK goes out only after the callback returns, so when `handle` returns the request is
+/// in SQLite: an acknowledged request is never only in memory. If the commit fails, kurir must not
+/// acknowledge, so it says why in one line and exits at once; the broker redelivers after restart.
+final class Intake: Sendable {
+    private let configuration: KurirConfiguration
+    private let validator: RequestValidator
+    private let store: Store
+    private let clock: any WallClock
+    private let logger: Logger
+    private let deliveryWakeup: Wakeup
+    private let outboxWakeup: Wakeup
+
+    init(
+        configuration: KurirConfiguration, store: Store, clock: any WallClock, logger: Logger,
+        deliveryWakeup: Wakeup, outboxWakeup: Wakeup
+    ) {
+        self.configuration = configuration
+        self.validator = RequestValidator(
+            defaultCountryCode: configuration.defaultCountryCode,
+            subscription: configuration.mqtt.topic,
+            resultPrefix: configuration.mqtt.resultPrefix)
+        self.store = store
+        self.clock = clock
+        self.logger = logger
+        self.deliveryWakeup = deliveryWakeup
+        self.outboxWakeup = outboxWakeup
+    }
+
+    /// Validates and commits one request. Returns only once the rows are durable.
+    func handle(_ message: MQTTMessage) {
+        let now = clock.now()
+        let rows = deliveries(for: message, at: now)
+        do {
+            let inserted = try store.accept(rows)
+            let new = inserted.filter { $0 }.count
+            if new < rows.count {
+                logger.debug("duplicate request ignored", metadata: ["route": "\(rows.first?.route ?? "")"])
+            }
+            if zip(rows, inserted).contains(where: { $1 && $0.status == .pending }) { deliveryWakeup.signal() }
+            if zip(rows, inserted).contains(where: { $1 && !$0.events.isEmpty }) { outboxWakeup.signal() }
+        } catch {
+            FatalExit.now("store failed while accepting a request, not acknowledging it: \(error)")
+        }
+    }
+
+    /// The rows one request becomes: one per target, or one `rejected` row.
+    func deliveries(for message: MQTTMessage, at now: Timestamp) -> [NewDelivery] {
+        let route = validator.route(forTopic: message.topic)
+        let decoded: Result<JSONValue, JSONParseFailure>
+        if message.payload.count > RequestValidator.maxPayloadBytes {
+            decoded = .failure(JSONParseFailure("payload too large to decode"))
+        } else {
+            do {
+                decoded = .success(try JSONCodec.decode(message.payload))
+            } catch {
+                decoded = .failure(JSONParseFailure(error.description))
+            }
+        }
+        switch validator.validate(topic: message.topic, payloadSize: message.payload.count, decoded: decoded) {
+        case .accepted(let request):
+            return accepted(request, at: now)
+        case .rejected(let reason, let id):
+            let requestID = id ?? Identifiers.make()
+            let replyTo = try? decoded.get()["reply_to"].flatMap(replyTopic)
+            logger.info("request rejected: \(reason)", metadata: ["route": "\(route)"])
+            let event = Event.rejected(
+                eventID: Identifiers.make(), requestID: requestID, route: route, at: now, reason: reason)
+            return [
+                NewDelivery(
+                    requestID: requestID, route: route, target: "", message: "", priority: .normal,
+                    replyTo: replyTo, provider: primaryName, status: .rejected, errorMessage: reason,
+                    createdAt: now, events: OutboxEvents.make(event, prefix: configuration.mqtt.resultPrefix, replyTo: replyTo ?? nil))
+            ]
+        }
+    }
+
+    private func accepted(_ request: NotificationRequest, at now: Timestamp) -> [NewDelivery] {
+        let requestID = request.id ?? Identifiers.make()
+        return request.targets.map { target in
+            var events: [OutboxEvent] = []
+            if !configuration.enabled {
+                let event = Event.skipped(
+                    eventID: Identifiers.make(), requestID: requestID, route: request.route, at: now,
+                    target: target.value)
+                events = OutboxEvents.make(event, prefix: configuration.mqtt.resultPrefix, replyTo: request.replyTo)
+            }
+            return NewDelivery(
+                requestID: requestID, route: request.route, target: target.value, message: request.message,
+                priority: request.priority, replyTo: request.replyTo, provider: primaryName,
+                status: configuration.enabled ? .pending : .disabled, errorMessage: nil,
+                createdAt: now, events: events)
+        }
+    }
+
+    /// A `reply_to` worth answering on even when the request itself was invalid.
+    private func replyTopic(_ value: JSONValue) -> String? {
+        guard case .string(let topic) = value, !topic.isEmpty, topic.utf8.count <= 1024,
+            !topic.contains("+"), !topic.contains("#"), !topic.unicodeScalars.contains(where: { $0.value < 0x20 }),
+            TopicFilter.isValidTopicName(topic), !TopicFilter.matches(configuration.mqtt.topic, topic: topic)
+        else { return nil }
+        return topic
+    }
+
+    private var primaryName: String {
+        (configuration.chain.first ?? configuration.gateways.first)?.provider.rawValue ?? Provider.fonnte.rawValue
+    }
+}
+
+/// Outbox rows for one event: its result topic, and `reply_to` too when the event is final.
+enum OutboxEvents {
+    static func make(_ event: Event, prefix: String, replyTo: String?) -> [OutboxEvent] {
+        let payload = JSONCodec.encode(event.json)
+        var rows = [OutboxEvent(eventID: event.eventID, topic: event.topic(prefix: prefix), payload: payload)]
+        if let replyTo {
+            rows.append(OutboxEvent(eventID: event.eventID, topic: replyTo, payload: payload))
+        }
+        return rows
+    }
+}
+
+/// Ends the process at once with one line on standard error, without acknowledging anything more.
+enum FatalExit {
+    static func now(_ line: String) -> Never {
+        FileHandle.standardError.write(Data("kurir: \(line)\n".utf8))
+        _exit(1)
+    }
+}
