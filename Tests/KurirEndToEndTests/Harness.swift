@@ -172,12 +172,13 @@ extension JSONValue {
 /// Subscribes to every result event and keeps them for assertions.
 final class EventRecorder: Sendable {
     private let client: MQTTClient
-    private let received = Mutex<[ReceivedEvent]>([])
-    private let subscribed = Mutex(false)
+    private let received = Locked<[ReceivedEvent]>([])
+    private let subscribed = Locked(false)
 
     init(port: Int, filter: String = "notify/result/whatsapp/#") throws {
+        // A persistent session, so events published while a broker restart cut it off still arrive.
         var options = MQTTConnectOptions(host: "127.0.0.1", port: port, clientID: "e2e-events-\(UUID().uuidString.prefix(8))")
-        options.cleanSession = true
+        options.cleanSession = false
         client = try MQTTClient(options: options)
         let received = self.received
         let subscribed = self.subscribed
@@ -218,8 +219,8 @@ final class EventRecorder: Sendable {
 final class Publisher: Sendable {
     private static let clients = Mutex<[Int: Publisher]>([:])
     private let client: MQTTClient
-    private let acked = Mutex<Set<Int32>>([])
-    private let connected = Mutex(false)
+    private let acked = Locked<Set<Int32>>([])
+    private let connected = Locked(false)
 
     static func shared(port: Int) throws -> Publisher {
         if let existing = clients.withLock({ $0[port] }) { return existing }
@@ -249,6 +250,11 @@ final class Publisher: Sendable {
         try await waitUntil("publisher connected") { self.connected.withLock { $0 } }
         let mid = try client.publish(topic: topic, payload: payload, qos: 1)
         try await waitUntil("PUBACK for \(topic)") { self.acked.withLock { $0.remove(mid) != nil } }
+    }
+
+    /// Waits until the client is connected to the broker.
+    func connect() async throws {
+        try await waitUntil("publisher connected") { self.connected.withLock { $0 } }
     }
 
     /// Publishes without waiting for the acknowledgement; returns the message id.
@@ -282,4 +288,13 @@ func withWorld(_ extra: [String: String] = [:], _ body: (World) async throws -> 
         throw error
     }
     await world.shutdown()
+}
+
+/// A mutex-guarded value that closures can share (a `Mutex` itself cannot be captured).
+final class Locked<Value: Sendable>: Sendable {
+    private let mutex: Mutex<Value>
+    init(_ value: Value) { mutex = Mutex(value) }
+    func withLock<R>(_ body: (inout sending Value) throws -> sending R) rethrows -> sending R {
+        try mutex.withLock(body)
+    }
 }

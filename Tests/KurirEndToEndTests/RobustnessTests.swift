@@ -59,6 +59,7 @@ struct RobustnessTests {
             try await world.events.waitUntilSubscribed()
             try await world.startKurir()
             let publisher = try Publisher.shared(port: world.broker.port)
+            try await publisher.connect()
             var mids: [Int32] = []
             var killed = false
             for i in 0..<total {
@@ -72,7 +73,8 @@ struct RobustnessTests {
                 }
             }
             #expect(killed)
-            try await waitUntil("every publish acknowledged by the broker") { mids.allSatisfy(publisher.isAcknowledged) }
+            let published = mids
+            try await waitUntil("every publish acknowledged by the broker") { published.allSatisfy(publisher.isAcknowledged) }
             try await waitUntil("every request accepted by a gateway", timeout: .seconds(120)) {
                 Set(world.gateways.requests(.fonnte).filter(\.accepted).compactMap { $0.fields["target"] }).count == total
             }

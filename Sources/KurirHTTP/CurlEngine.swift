@@ -1,0 +1,483 @@
+import CCurl
+import Glibc
+import Synchronization
+
+/// A caller waiting for its POST; resumed exactly once, by ``finish(_:)``.
+struct PendingPost: Sendable {
+    let request: HTTPRequest
+    let started: ContinuousClock.Instant
+    let continuation: CheckedContinuation<(response: HTTPResponse, elapsed: Duration), Never>
+
+    func finish(_ response: HTTPResponse) {
+        continuation.resume(returning: (response, ContinuousClock.now - started))
+    }
+}
+
+/// First-in first-out queue of posts waiting for a transfer slot.
+struct PostQueue {
+    private var items: [PendingPost] = []
+    private var head = 0
+
+    mutating func append(_ post: PendingPost) {
+        items.append(post)
+    }
+
+    mutating func take(max limit: Int) -> [PendingPost] {
+        let count = Swift.min(Swift.max(limit, 0), items.count - head)
+        guard count > 0 else { return [] }
+        let taken = Array(items[head..<head + count])
+        head += count
+        if head == items.count {
+            items.removeAll(keepingCapacity: true)
+            head = 0
+        } else if head >= 1024 && head * 2 >= items.count {
+            items.removeFirst(head)
+            head = 0
+        }
+        return taken
+    }
+}
+
+/// The part of the client shared by callers of `post` and the curl thread.
+///
+/// `@unchecked Sendable`: the mutable state sits in `Mutex`es; `multi` is used from other
+/// threads only through `curl_multi_wakeup`, which libcurl documents as callable from any
+/// thread, and is cleaned up in `deinit`, when no thread can reach it any more.
+final class CurlEngine: @unchecked Sendable {
+    private struct Shared {
+        var queue = PostQueue()
+        var stopping = false
+    }
+
+    /// The CURLM handle. Driven only by the curl thread.
+    let multi: UnsafeMutableRawPointer
+    let maxConcurrent: Int
+    let maxBodyBytes: Int
+    private let shared = Mutex(Shared())
+    /// The curl thread until someone has joined it.
+    private let thread = Mutex<pthread_t?>(nil)
+
+    private init(multi: UnsafeMutableRawPointer, maxConcurrent: Int, maxBodyBytes: Int) {
+        self.multi = multi
+        self.maxConcurrent = maxConcurrent
+        self.maxBodyBytes = maxBodyBytes
+    }
+
+    deinit {
+        curl_multi_cleanup(multi)
+    }
+
+    static func start(maxConcurrent: Int, maxBodyBytes: Int) throws(HTTPClientError) -> CurlEngine {
+        guard let multi = curl_multi_init() else {
+            throw HTTPClientError(code: .curlUnavailable, message: "curl_multi_init failed")
+        }
+        let engine = CurlEngine(multi: multi, maxConcurrent: maxConcurrent, maxBodyBytes: maxBodyBytes)
+        let status = CCurl_multi_setopt_long(multi, CURLMOPT_MAXCONNECTS, maxConcurrent)
+        guard status == CURLM_OK else {
+            throw HTTPClientError(
+                code: .curlUnavailable,
+                message: "curl_multi_setopt(MAXCONNECTS) failed: \(String(cString: curl_multi_strerror(status)))")
+        }
+
+        // The thread holds its own reference until its loop ends.
+        let context = Unmanaged.passRetained(engine).toOpaque()
+        var handle = pthread_t()
+        let created = pthread_create(
+            &handle, nil,
+            { context in
+                let engine = Unmanaged<CurlEngine>.fromOpaque(context!).takeRetainedValue()
+                engine.threadMain()
+                return nil
+            }, context)
+        guard created == 0 else {
+            Unmanaged<CurlEngine>.fromOpaque(context).release()
+            throw HTTPClientError(code: .threadStart, message: "could not start the curl thread (error \(created))")
+        }
+        engine.thread.withLock { $0 = handle }
+        return engine
+    }
+
+    func enqueue(_ post: PendingPost) {
+        let accepted = shared.withLock { shared -> Bool in
+            guard !shared.stopping else { return false }
+            shared.queue.append(post)
+            return true
+        }
+        if accepted {
+            curl_multi_wakeup(multi)
+        } else {
+            post.finish(.notSent(reason: CurlEngine.shutDownReason))
+        }
+    }
+
+    func shutdown() {
+        shared.withLock { $0.stopping = true }
+        curl_multi_wakeup(multi)
+        // Held while joining, so a concurrent second caller also returns only once the thread is gone.
+        thread.withLock { thread in
+            if let running = thread {
+                pthread_join(running, nil)
+                thread = nil
+            }
+        }
+    }
+
+    /// Posts that may start now, or every waiting post when the client is stopping.
+    fileprivate func take(max limit: Int) -> (posts: [PendingPost], stopping: Bool) {
+        shared.withLock { shared in
+            if shared.stopping {
+                return (shared.queue.take(max: .max), true)
+            }
+            return (shared.queue.take(max: limit), false)
+        }
+    }
+
+    static let shutDownReason = "client shut down"
+
+    private func threadMain() {
+        CurlWorker(engine: self).run()
+    }
+}
+
+/// One reusable easy handle and the error buffer it writes into.
+///
+/// Freed on the curl thread, after it has been removed from the multi handle.
+private final class EasyHandle {
+    let handle: UnsafeMutableRawPointer
+    let errorBuffer: UnsafeMutablePointer<CChar>
+
+    init?() {
+        guard let handle = curl_easy_init() else { return nil }
+        self.handle = handle
+        errorBuffer = .allocate(capacity: Int(CURL_ERROR_SIZE))
+        errorBuffer.initialize(repeating: 0, count: Int(CURL_ERROR_SIZE))
+    }
+
+    deinit {
+        curl_easy_cleanup(handle)
+        errorBuffer.deallocate()
+    }
+
+    var errorText: String {
+        errorBuffer[Int(CURL_ERROR_SIZE) - 1] = 0
+        return String(cString: errorBuffer)
+    }
+}
+
+/// One transfer in flight: what curl points into (header list, write target) lives here
+/// until the transfer is removed from the multi handle.
+private final class Transfer {
+    let post: PendingPost
+    let easy: EasyHandle
+    let maxBodyBytes: Int
+    var body: [UInt8] = []
+    var truncated = false
+    private var headerList: UnsafeMutablePointer<curl_slist>?
+
+    init(post: PendingPost, easy: EasyHandle, maxBodyBytes: Int) {
+        self.post = post
+        self.easy = easy
+        self.maxBodyBytes = maxBodyBytes
+    }
+
+    deinit {
+        curl_slist_free_all(headerList)
+    }
+
+    /// Sets every option; returns a reason when the request cannot be sent as given.
+    func configure() -> String? {
+        let request = post.request
+        let handle = easy.handle
+        guard !request.url.utf8.contains(0) else { return "malformed url" }
+        for header in request.headers {
+            guard Transfer.isValidName(header.name), Transfer.isValidValue(header.value) else {
+                return "invalid header"
+            }
+            // "Name;" is curl's spelling for a header with an empty value ("Name:" would remove it).
+            let line = header.value.isEmpty ? "\(header.name);" : "\(header.name): \(header.value)"
+            guard append(line) else { return "out of memory" }
+        }
+        // An empty Expect stops curl waiting for "100 Continue" on larger bodies.
+        guard append("Expect:") else { return "out of memory" }
+
+        easy.errorBuffer[0] = 0
+        var status = CURLE_OK
+        func set(_ result: CURLcode) {
+            if status == CURLE_OK { status = result }
+        }
+        set(CCurl_easy_setopt_string(handle, CURLOPT_URL, request.url))
+        set(CCurl_easy_setopt_string(handle, CURLOPT_PROTOCOLS_STR, "http,https"))
+        set(CCurl_easy_setopt_long(handle, CURLOPT_FOLLOWLOCATION, 0))
+        set(CCurl_easy_setopt_long(handle, CURLOPT_NOSIGNAL, 1))
+        set(CCurl_easy_setopt_long(handle, CURLOPT_TCP_NODELAY, 1))
+        set(CCurl_easy_setopt_long(handle, CURLOPT_SSL_VERIFYPEER, 1))
+        set(CCurl_easy_setopt_long(handle, CURLOPT_SSL_VERIFYHOST, 2))
+        set(CCurl_easy_setopt_long(handle, CURLOPT_CONNECTTIMEOUT_MS, Transfer.milliseconds(request.connectTimeout)))
+        set(CCurl_easy_setopt_long(handle, CURLOPT_TIMEOUT_MS, Transfer.milliseconds(request.timeout)))
+        set(CCurl_easy_setopt_pointer(handle, CURLOPT_ERRORBUFFER, easy.errorBuffer))
+        set(CCurl_easy_setopt_slist(handle, CURLOPT_HTTPHEADER, headerList))
+        set(CCurl_easy_setopt_long(handle, CURLOPT_POST, 1))
+        // The size must be set before COPYPOSTFIELDS, which copies that many bytes (NULs included).
+        set(CCurl_easy_setopt_off_t(handle, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(request.body.count)))
+        request.body.withUnsafeBufferPointer { bytes in
+            bytes.withMemoryRebound(to: CChar.self) { chars in
+                if let base = chars.baseAddress {
+                    set(CCurl_easy_setopt_string(handle, CURLOPT_COPYPOSTFIELDS, base))
+                } else {
+                    set(CCurl_easy_setopt_string(handle, CURLOPT_COPYPOSTFIELDS, ""))
+                }
+            }
+        }
+        set(CCurl_easy_setopt_write_callback(handle, CURLOPT_WRITEFUNCTION, receiveCallback))
+        // Unretained: the worker's table of active transfers keeps this object alive until curl is done with it.
+        set(CCurl_easy_setopt_pointer(handle, CURLOPT_WRITEDATA, Unmanaged.passUnretained(self).toOpaque()))
+        guard status == CURLE_OK else {
+            return "curl set-up failed: " + Transfer.lowercasedFirst(String(cString: curl_easy_strerror(status)))
+        }
+        return nil
+    }
+
+    /// Appends answer bytes up to the limit; past it, keeps what fits and aborts the transfer.
+    func receive(_ chunk: UnsafeRawBufferPointer) -> Int {
+        let room = maxBodyBytes - body.count
+        if chunk.count <= room {
+            body.append(contentsOf: chunk)
+            return chunk.count
+        }
+        body.append(contentsOf: chunk.prefix(room))
+        truncated = true
+        return 0  // fewer bytes than given: curl stops with CURLE_WRITE_ERROR
+    }
+
+    private func append(_ line: String) -> Bool {
+        guard let list = curl_slist_append(headerList, line) else { return false }
+        headerList = list
+        return true
+    }
+
+    private static func isValidName(_ name: String) -> Bool {
+        !name.isEmpty
+            && name.utf8.allSatisfy { byte in
+                byte > 0x20 && byte < 0x7F && byte != UInt8(ascii: ":")
+            }
+    }
+
+    private static func isValidValue(_ value: String) -> Bool {
+        !value.utf8.contains { $0 == 0 || $0 == 0x0A || $0 == 0x0D }
+    }
+
+    /// curl treats 0 as "no limit", so anything that would round to 0 becomes 1 ms.
+    static func milliseconds(_ duration: Duration) -> Int {
+        let (seconds, attoseconds) = duration.components
+        guard seconds > 0 || (seconds == 0 && attoseconds > 0) else { return 1 }
+        let wholeSeconds = Swift.min(seconds, 1_000_000_000)
+        let fraction = (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000
+        return Swift.max(1, Int(wholeSeconds) * 1000 + Int(fraction))
+    }
+
+    static func lowercasedFirst(_ text: String) -> String {
+        guard let first = text.first else { return text }
+        return first.lowercased() + text.dropFirst()
+    }
+}
+
+/// CURLOPT_WRITEFUNCTION: captures nothing; the transfer arrives through `userdata`.
+private let receiveCallback: curl_write_callback = { data, size, count, userdata in
+    guard let userdata else { return 0 }
+    let transfer = Unmanaged<Transfer>.fromOpaque(userdata).takeUnretainedValue()
+    return transfer.receive(UnsafeRawBufferPointer(start: data, count: size * count))
+}
+
+/// The curl thread's own state: only ever touched on that thread.
+private final class CurlWorker {
+    private let engine: CurlEngine
+    private let multi: UnsafeMutableRawPointer
+    private var idle: [EasyHandle] = []
+    private var active: [UnsafeMutableRawPointer: Transfer] = [:]
+
+    init(engine: CurlEngine) {
+        self.engine = engine
+        multi = engine.multi
+    }
+
+    func run() {
+        var running: Int32 = 0
+        while true {
+            let (posts, stopping) = engine.take(max: engine.maxConcurrent - active.count)
+            if stopping {
+                for post in posts {
+                    post.finish(.notSent(reason: CurlEngine.shutDownReason))
+                }
+                abortActive()
+                return
+            }
+            for post in posts {
+                start(post)
+            }
+            _ = curl_multi_perform(multi, &running)
+            // A finished transfer frees a slot: look at the queue again before sleeping.
+            if collectFinished() > 0 {
+                continue
+            }
+            // Returns on socket activity, curl's own timers, or curl_multi_wakeup from enqueue/shutdown.
+            _ = curl_multi_poll(multi, nil, 0, 1000, nil)
+        }
+    }
+
+    private func start(_ post: PendingPost) {
+        guard let easy = idle.popLast() ?? EasyHandle() else {
+            post.finish(.notSent(reason: "out of memory"))
+            return
+        }
+        let transfer = Transfer(post: post, easy: easy, maxBodyBytes: engine.maxBodyBytes)
+        if let reason = transfer.configure() {
+            recycle(easy)
+            post.finish(.notSent(reason: reason))
+            return
+        }
+        let added = curl_multi_add_handle(multi, easy.handle)
+        guard added == CURLM_OK else {
+            recycle(easy)
+            post.finish(.notSent(reason: "curl multi error: \(String(cString: curl_multi_strerror(added)))"))
+            return
+        }
+        active[easy.handle] = transfer
+    }
+
+    private func collectFinished() -> Int {
+        var finished = 0
+        var remaining: Int32 = 0
+        while let message = curl_multi_info_read(multi, &remaining) {
+            guard message.pointee.msg == CURLMSG_DONE, let handle = message.pointee.easy_handle else { continue }
+            let result = message.pointee.data.result
+            guard let transfer = active.removeValue(forKey: handle) else { continue }
+            let response = classify(transfer, result)
+            curl_multi_remove_handle(multi, handle)
+            recycle(transfer.easy)
+            transfer.post.finish(response)
+            finished += 1
+        }
+        return finished
+    }
+
+    private func abortActive() {
+        for (handle, transfer) in active {
+            let sent = requestWentOut(handle)
+            curl_multi_remove_handle(multi, handle)
+            let reason = CurlEngine.shutDownReason
+            transfer.post.finish(sent ? .noAnswer(reason: reason) : .notSent(reason: reason))
+        }
+        active.removeAll()
+        idle.removeAll()
+    }
+
+    private func recycle(_ easy: EasyHandle) {
+        // Reset drops every option but keeps caches; the multi handle keeps the connections.
+        curl_easy_reset(easy.handle)
+        if idle.count < engine.maxConcurrent {
+            idle.append(easy)
+        }
+    }
+
+    /// Maps curl's result to what it means for the gateway. Any failure after a byte of the
+    /// request left is `.noAnswer` (the gateway may have acted on it), whatever curl calls it.
+    private func classify(_ transfer: Transfer, _ result: CURLcode) -> HTTPResponse {
+        let handle = transfer.easy.handle
+        if result == CURLE_OK {
+            return .answered(status: responseCode(handle), body: transfer.body, bodyTruncated: false)
+        }
+        if result == CURLE_WRITE_ERROR && transfer.truncated {
+            return .answered(status: responseCode(handle), body: transfer.body, bodyTruncated: true)
+        }
+        let sent = requestWentOut(handle)
+        let reason: String
+        switch result {
+        case CURLE_UNSUPPORTED_PROTOCOL:
+            // After sending, this is curl refusing an answer with no status line (HTTP/0.9).
+            reason = sent ? "malformed answer" : "unsupported protocol"
+        case CURLE_URL_MALFORMAT:
+            reason = "malformed url"
+        case CURLE_COULDNT_RESOLVE_HOST:
+            reason = "could not resolve host"
+        case CURLE_COULDNT_RESOLVE_PROXY:
+            reason = "could not resolve proxy"
+        case CURLE_COULDNT_CONNECT:
+            reason = connectFailure(handle)
+        case CURLE_SSL_CONNECT_ERROR, CURLE_PEER_FAILED_VERIFICATION, CURLE_SSL_CERTPROBLEM, CURLE_SSL_CIPHER,
+            CURLE_SSL_CACERT_BADFILE, CURLE_SSL_CRL_BADFILE, CURLE_SSL_ISSUER_ERROR, CURLE_SSL_PINNEDPUBKEYNOTMATCH,
+            CURLE_SSL_INVALIDCERTSTATUS, CURLE_SSL_CLIENTCERT, CURLE_SSL_ENGINE_NOTFOUND, CURLE_SSL_ENGINE_SETFAILED,
+            CURLE_SSL_ENGINE_INITFAILED, CURLE_USE_SSL_FAILED, CURLE_SSL_SHUTDOWN_FAILED:
+            reason = "TLS: " + detail(transfer, result)
+        case CURLE_OPERATION_TIMEDOUT:
+            reason = sent ? "timeout" : "connect timeout"
+        case CURLE_GOT_NOTHING:
+            reason = sent ? "empty reply" : "connection closed"
+        case CURLE_RECV_ERROR:
+            reason = osErrno(handle) == ECONNRESET ? "connection reset" : "receive error"
+        case CURLE_SEND_ERROR:
+            reason = osErrno(handle) == ECONNRESET || osErrno(handle) == EPIPE ? "connection reset" : "send error"
+        case CURLE_PARTIAL_FILE:
+            reason = "incomplete answer"
+        case CURLE_WEIRD_SERVER_REPLY:
+            reason = "malformed answer"
+        default:
+            reason = Transfer.lowercasedFirst(String(cString: curl_easy_strerror(result)))
+        }
+        return sent ? .noAnswer(reason: reason) : .notSent(reason: reason)
+    }
+
+    /// Whether any byte of the request left: then the gateway may have acted on it.
+    private func requestWentOut(_ handle: UnsafeMutableRawPointer) -> Bool {
+        var requestSize = 0
+        var uploaded: curl_off_t = 0
+        _ = CCurl_easy_getinfo_long(handle, CURLINFO_REQUEST_SIZE, &requestSize)
+        _ = CCurl_easy_getinfo_off_t(handle, CURLINFO_SIZE_UPLOAD_T, &uploaded)
+        return requestSize > 0 || uploaded > 0
+    }
+
+    private func responseCode(_ handle: UnsafeMutableRawPointer) -> Int {
+        var code = 0
+        _ = CCurl_easy_getinfo_long(handle, CURLINFO_RESPONSE_CODE, &code)
+        return code
+    }
+
+    private func osErrno(_ handle: UnsafeMutableRawPointer) -> Int32 {
+        var value = 0
+        _ = CCurl_easy_getinfo_long(handle, CURLINFO_OS_ERRNO, &value)
+        return Int32(truncatingIfNeeded: value)
+    }
+
+    private func connectFailure(_ handle: UnsafeMutableRawPointer) -> String {
+        switch osErrno(handle) {
+        case ECONNREFUSED: "connection refused"
+        case ENETUNREACH: "network unreachable"
+        case EHOSTUNREACH: "host unreachable"
+        case ETIMEDOUT: "connect timeout"
+        default: "could not connect"
+        }
+    }
+
+    /// curl's error buffer text (it names hosts, never credentials or headers), made one short line.
+    private func detail(_ transfer: Transfer, _ result: CURLcode) -> String {
+        var text = transfer.easy.errorText
+        if text.isEmpty {
+            text = String(cString: curl_easy_strerror(result))
+        }
+        var line = String(
+            text.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7F ? " " : Character($0) }
+        ).trimmingSpaces()
+        if line.count > 200 {
+            line = String(line.prefix(200))
+        }
+        return line
+    }
+}
+
+extension String {
+    fileprivate func trimmingSpaces() -> String {
+        var slice = Substring(self)
+        while slice.first == " " { slice.removeFirst() }
+        while slice.last == " " { slice.removeLast() }
+        return String(slice)
+    }
+}

@@ -1,0 +1,62 @@
+import CCurl
+
+/// Process-wide libcurl set-up.
+public enum HTTPGlobal {
+    /// Call once in `main`, before any thread starts (`curl_global_init(CURL_GLOBAL_DEFAULT)`).
+    ///
+    /// libcurl initialises itself lazily otherwise, which is not safe while other threads run.
+    public static func initialize() {
+        _ = curl_global_init(CCurl_global_default_flags())
+    }
+}
+
+/// Async HTTP POST over one libcurl multi handle driven by a dedicated thread.
+///
+/// `post` only enqueues and wakes the thread; the thread owns every curl handle, runs at most
+/// `maxConcurrent` transfers at once (the rest wait in order), reuses connections, and resumes
+/// each caller when its transfer ends. Nothing here logs: reasons are short, one line, and never
+/// contain header values or URL credentials.
+public final class HTTPClient: Sendable {
+    private let engine: CurlEngine
+
+    /// Starts the curl thread.
+    ///
+    /// - Parameters:
+    ///   - maxConcurrent: transfers in flight at once (≥ 1); also the size of the connection cache.
+    ///   - maxBodyBytes: answer bytes kept (≥ 0); a longer answer is cut and marked truncated.
+    public init(maxConcurrent: Int = 64, maxBodyBytes: Int = 65_536) throws(HTTPClientError) {
+        guard maxConcurrent >= 1 else {
+            throw HTTPClientError(code: .invalidArgument, message: "maxConcurrent must be at least 1")
+        }
+        guard maxBodyBytes >= 0 else {
+            throw HTTPClientError(code: .invalidArgument, message: "maxBodyBytes must not be negative")
+        }
+        engine = try CurlEngine.start(maxConcurrent: maxConcurrent, maxBodyBytes: maxBodyBytes)
+    }
+
+    deinit {
+        engine.shutdown()
+    }
+
+    /// POSTs `request.body` to `request.url` and returns when the transfer ends.
+    ///
+    /// Never throws: every failure is a value. `elapsed` runs from this call to the end of the
+    /// transfer, so it includes any wait for a free slot. Cancelling the calling task does not
+    /// cut the transfer short; the request's own timeouts bound it.
+    public func post(_ request: HTTPRequest) async -> (response: HTTPResponse, elapsed: Duration) {
+        let started = ContinuousClock.now
+        return await withCheckedContinuation { continuation in
+            engine.enqueue(PendingPost(request: request, started: started, continuation: continuation))
+        }
+    }
+
+    /// Stops the curl thread and waits for it to end.
+    ///
+    /// Posts still waiting for a slot, and any made afterwards, finish as
+    /// `.notSent(reason: "client shut down")`; transfers in flight are cut and finish as
+    /// `.notSent` or, when the request had already gone out, `.noAnswer` with the same reason.
+    /// Safe to call more than once and from any thread but the curl thread.
+    public func shutdown() {
+        engine.shutdown()
+    }
+}

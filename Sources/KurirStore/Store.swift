@@ -1,0 +1,503 @@
+import Foundation
+import GRDB
+import KurirCore
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// kurir's SQLite database: intake, claims, attempts and the event outbox.
+///
+/// One `DatabaseQueue` serialises every access; each method is one short transaction and is safe to
+/// call from any thread (intake calls `accept` synchronously inside the MQTT message callback).
+/// Times are stored as fixed-width `Timestamp.rfc3339` text, so comparing text compares times.
+public final class Store: Sendable {
+    /// The database file.
+    public let path: String
+    private let queue: DatabaseQueue
+    private let lockFD: Int32
+    private let requestedSync: DatabaseSync
+
+    /// Opens (creating with file mode 0600) the database, takes an exclusive `flock` on "<path>.lock"
+    /// (non-blocking: a second process gets StoreError locked with message "database <path> is in use
+    /// by another kurir process (lock <path>.lock)"), WAL mode, sets PRAGMA synchronous to
+    /// FULL(2)/NORMAL(1) AFTER GRDB's WAL switch and reads it back (mismatch → error), busy timeout,
+    /// foreign keys, runs migrations.
+    public init(path: String, sync: DatabaseSync) throws(StoreError) {
+        let lockPath = path + ".lock"
+        let fd = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else {
+            throw StoreError(code: .io, message: "cannot open lock file \(lockPath): \(Self.errnoText())")
+        }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            let busy = errno == EWOULDBLOCK
+            let text = Self.errnoText()
+            close(fd)
+            if busy {
+                throw StoreError(
+                    code: .locked, message: "database \(path) is in use by another kurir process (lock \(lockPath))")
+            }
+            throw StoreError(code: .io, message: "cannot lock \(lockPath): \(text)")
+        }
+        do throws(StoreError) {
+            // Create the file ourselves so SQLite (and its -wal/-shm files, which copy the mode) get 0600.
+            let dbFD = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+            guard dbFD >= 0 else {
+                throw StoreError(code: .cannotOpen, message: "cannot open database \(path): \(Self.errnoText())")
+            }
+            close(dbFD)
+
+            var configuration = Configuration()
+            configuration.journalMode = .wal
+            configuration.busyMode = .timeout(5)
+            configuration.foreignKeysEnabled = true
+            configuration.label = "kurir"
+            let queue: DatabaseQueue
+            do {
+                queue = try DatabaseQueue(path: path, configuration: configuration)
+            } catch {
+                throw Self.map(error, "open")
+            }
+            // GRDB's WAL switch sets synchronous=NORMAL; ours must come after it, and is checked.
+            let pragma = sync == .full ? 2 : 1
+            let readBack: Int
+            do {
+                readBack = try queue.writeWithoutTransaction { db in
+                    try db.execute(sql: "PRAGMA synchronous = \(pragma)")
+                    return try Int.fetchOne(db, sql: "PRAGMA synchronous") ?? -1
+                }
+            } catch {
+                throw Self.map(error, "set synchronous")
+            }
+            guard readBack == pragma else {
+                throw StoreError(
+                    code: .syncMismatch,
+                    message: "database \(path): PRAGMA synchronous reads back \(readBack), expected \(pragma) (\(sync.rawValue))")
+            }
+            do {
+                try Self.migrator.migrate(queue)
+            } catch {
+                throw Self.map(error, "migrate")
+            }
+            self.queue = queue
+        } catch {
+            close(fd)
+            throw error
+        }
+        self.path = path
+        self.lockFD = fd
+        self.requestedSync = sync
+    }
+
+    deinit {
+        // Close the database before releasing the lock, so the next owner never sees it half-open.
+        try? queue.close()
+        close(lockFD)
+    }
+
+    /// The synchronous mode in effect, read back from `PRAGMA synchronous`.
+    public var synchronousMode: DatabaseSync {
+        let value = try? queue.read { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") }
+        switch value {
+        case 2, 3: return .full
+        case 1: return .normal
+        default: return requestedSync
+        }
+    }
+
+    // MARK: Intake
+
+    /// One transaction: INSERT OR IGNORE each delivery (UNIQUE(request_id,target)); for each row actually
+    /// inserted also insert its events. Returns, per delivery, whether it was inserted. Synchronous:
+    /// called inside the MQTT message callback.
+    public func accept(_ deliveries: [NewDelivery]) throws(StoreError) -> [Bool] {
+        try write("accept") { db in
+            var inserted: [Bool] = []
+            inserted.reserveCapacity(deliveries.count)
+            for d in deliveries {
+                let created = d.createdAt.rfc3339
+                try db.execute(
+                    sql: """
+                        INSERT OR IGNORE INTO whatsapp_notifications
+                          (request_id, route, target, message, priority, reply_to, provider, status,
+                           error_message, created_at, updated_at)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                        """,
+                    arguments: [
+                        d.requestID, d.route, d.target, d.message, d.priority.rawValue, d.replyTo, d.provider,
+                        d.status.rawValue, d.errorMessage, created, created,
+                    ])
+                let isNew = db.changesCount > 0
+                inserted.append(isNew)
+                if isNew {
+                    try Self.insert(d.events, at: created, db)
+                }
+            }
+            return inserted
+        }
+    }
+
+    // MARK: Delivery loop
+
+    /// At start: every attempt with NULL outcome → outcome 'unknown', error 'interrupted'; every
+    /// notification with in_flight_since → cleared (it stays pending/retrying and is due now). Returns
+    /// the number of attempts changed.
+    ///
+    /// An interrupted attempt also counts in its notification's `attempts` (it may have reached the gateway).
+    public func recoverInterrupted(now: Timestamp) throws(StoreError) -> Int {
+        try write("recover") { db in
+            try db.execute(
+                sql: """
+                    UPDATE whatsapp_notifications
+                    SET attempts = attempts + (SELECT COUNT(*) FROM whatsapp_attempts a
+                                               WHERE a.notification_id = whatsapp_notifications.id
+                                                 AND a.outcome IS NULL),
+                        updated_at = ?
+                    WHERE id IN (SELECT notification_id FROM whatsapp_attempts WHERE outcome IS NULL)
+                    """, arguments: [now.rfc3339])
+            try db.execute(
+                sql: "UPDATE whatsapp_attempts SET outcome = 'unknown', error = 'interrupted' WHERE outcome IS NULL")
+            let changed = db.changesCount
+            try db.execute(
+                sql: "UPDATE whatsapp_notifications SET in_flight_since = NULL WHERE in_flight_since IS NOT NULL")
+            return changed
+        }
+    }
+
+    /// Rows with status pending/retrying, in_flight_since NULL, next_attempt_at NULL or <= now, ordered by
+    /// priority (critical, normal, bulk) then id; marks them in_flight_since = now; at most `limit`.
+    public func claimDue(now: Timestamp, limit: Int) throws(StoreError) -> [DeliveryRecord] {
+        guard limit > 0 else { return [] }
+        return try write("claim") { db in
+            let rows = try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT id, request_id, route, target, message, priority, reply_to, status, attempts, retries,
+                           created_at
+                    FROM whatsapp_notifications
+                    WHERE status IN ('pending', 'retrying') AND in_flight_since IS NULL
+                      AND (next_attempt_at IS NULL OR next_attempt_at <= ?)
+                    ORDER BY CASE priority WHEN 'critical' THEN 0 WHEN 'normal' THEN 1 ELSE 2 END, id
+                    LIMIT ?
+                    """, arguments: [now.rfc3339, limit])
+            var records: [DeliveryRecord] = []
+            records.reserveCapacity(rows.count)
+            for row in rows {
+                let record = try Self.record(row)
+                try db.execute(
+                    sql: "UPDATE whatsapp_notifications SET in_flight_since = ? WHERE id = ?",
+                    arguments: [now.rfc3339, record.id])
+                records.append(record)
+            }
+            return records
+        }
+    }
+
+    /// Earliest next_attempt_at among pending/retrying rows not in flight (nil when none).
+    ///
+    /// A due row without a `next_attempt_at` (never tried yet) counts as due at its `created_at`.
+    public func nextDueTime() throws(StoreError) -> Timestamp? {
+        let text = try read("next due") { db in
+            try String.fetchOne(
+                db,
+                sql: """
+                    SELECT MIN(COALESCE(next_attempt_at, created_at)) FROM whatsapp_notifications
+                    WHERE status IN ('pending', 'retrying') AND in_flight_since IS NULL
+                    """)
+        }
+        guard let text else { return nil }
+        guard let time = Timestamp(rfc3339: text) else {
+            throw StoreError(code: .corrupt, message: "database \(path): malformed time in whatsapp_notifications")
+        }
+        return time
+    }
+
+    /// Inserts an attempt with NULL outcome (committed before the HTTP request goes out), returns its id.
+    public func beginAttempt(notificationID: Int64, provider: Provider, at: Timestamp) throws(StoreError) -> Int64 {
+        try write("begin attempt") { db in
+            try db.execute(
+                sql: """
+                    INSERT INTO whatsapp_attempts (notification_id, provider, outcome, attempted_at)
+                    VALUES (?, ?, NULL, ?)
+                    """, arguments: [notificationID, provider.rawValue, at.rfc3339])
+            return db.lastInsertedRowID
+        }
+    }
+
+    /// Sets the attempt's outcome/error/http_status/latency, increments the notification's `attempts`,
+    /// writes `events`; one transaction.
+    ///
+    /// The notification's `updated_at` and the events' `created_at` become the attempt's end
+    /// (`attempted_at` + latency).
+    public func completeAttempt(
+        attemptID: Int64, notificationID: Int64, result: AttemptResult, events: [OutboxEvent]
+    ) throws(StoreError) {
+        try write("complete attempt") { db in
+            guard
+                let startedText = try String.fetchOne(
+                    db, sql: "SELECT attempted_at FROM whatsapp_attempts WHERE id = ? AND notification_id = ?",
+                    arguments: [attemptID, notificationID])
+            else {
+                throw StoreError(code: .notFound, message: "attempt \(attemptID) of notification \(notificationID) not found")
+            }
+            let ended = (Timestamp(rfc3339: startedText)?.millisecondsSinceEpoch).map {
+                Timestamp(millisecondsSinceEpoch: $0 + max(0, result.latencyMs)).rfc3339
+            } ?? startedText
+            try db.execute(
+                sql: """
+                    UPDATE whatsapp_attempts SET outcome = ?, error = ?, http_status = ?, latency_ms = ?
+                    WHERE id = ?
+                    """,
+                arguments: [
+                    result.outcome.rawValue, result.error, result.httpStatus, result.latencyMs, attemptID,
+                ])
+            try db.execute(
+                sql: "UPDATE whatsapp_notifications SET attempts = attempts + 1, updated_at = ? WHERE id = ?",
+                arguments: [ended, notificationID])
+            try Self.insert(events, at: ended, db)
+        }
+    }
+
+    /// True when any attempt of this notification (any round) has outcome 'unknown'.
+    public func hasUnknownAttempt(notificationID: Int64) throws(StoreError) -> Bool {
+        try read("read attempts") { db in
+            try Bool.fetchOne(
+                db,
+                sql: "SELECT EXISTS (SELECT 1 FROM whatsapp_attempts WHERE notification_id = ? AND outcome = 'unknown')",
+                arguments: [notificationID]) ?? false
+        }
+    }
+
+    /// Ends a round: sets status, provider, failover, error_message, sent_at, next_attempt_at, retries,
+    /// updated_at, clears in_flight_since, writes events; one transaction.
+    public func finishRound(
+        notificationID: Int64, status: DeliveryStatus, provider: String, failover: Bool,
+        errorMessage: String?, sentAt: Timestamp?, nextAttemptAt: Timestamp?, retries: Int,
+        at: Timestamp, events: [OutboxEvent]
+    ) throws(StoreError) {
+        try write("finish round") { db in
+            try db.execute(
+                sql: """
+                    UPDATE whatsapp_notifications
+                    SET status = ?, provider = ?, failover = ?, error_message = ?, sent_at = ?, next_attempt_at = ?,
+                        retries = ?, updated_at = ?, in_flight_since = NULL
+                    WHERE id = ?
+                    """,
+                arguments: [
+                    status.rawValue, provider, failover ? 1 : 0, errorMessage, sentAt?.rfc3339, nextAttemptAt?.rfc3339,
+                    retries, at.rfc3339, notificationID,
+                ])
+            guard db.changesCount == 1 else {
+                throw StoreError(code: .notFound, message: "notification \(notificationID) not found")
+            }
+            try Self.insert(events, at: at.rfc3339, db)
+        }
+    }
+
+    /// Clears in_flight_since of a claimed row without changing anything else (shutdown hand-back).
+    public func release(notificationID: Int64) throws(StoreError) {
+        try write("release") { db in
+            try db.execute(
+                sql: "UPDATE whatsapp_notifications SET in_flight_since = NULL WHERE id = ?",
+                arguments: [notificationID])
+        }
+    }
+
+    // MARK: Outbox
+
+    /// Outbox rows with id > afterID in id order, at most limit.
+    public func outbox(after afterID: Int64, limit: Int) throws(StoreError) -> [(id: Int64, event: OutboxEvent)] {
+        try read("read outbox") { db in
+            let rows = try Row.fetchAll(
+                db, sql: "SELECT id, event_id, topic, payload FROM event_outbox WHERE id > ? ORDER BY id LIMIT ?",
+                arguments: [afterID, max(0, limit)])
+            return rows.map { row in
+                let payload: Data = row["payload"] ?? Data()
+                return (
+                    id: row["id"],
+                    event: OutboxEvent(eventID: row["event_id"], topic: row["topic"], payload: [UInt8](payload))
+                )
+            }
+        }
+    }
+
+    /// Deletes one outbox row (its event was acknowledged by the broker); a missing row is not an error.
+    public func deleteOutbox(id: Int64) throws(StoreError) {
+        try write("delete outbox") { db in
+            try db.execute(sql: "DELETE FROM event_outbox WHERE id = ?", arguments: [id])
+        }
+    }
+
+    /// Number of events waiting in the outbox.
+    public func outboxCount() throws(StoreError) -> Int {
+        try read("count outbox") { db in
+            try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM event_outbox") ?? 0
+        }
+    }
+
+    // MARK: Inspection
+
+    /// For tests and operators: all notifications, in id order.
+    public func notifications() throws(StoreError) -> [NotificationRow] {
+        try read("read notifications") { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM whatsapp_notifications ORDER BY id").map { row in
+                NotificationRow(
+                    id: row["id"], requestID: row["request_id"], route: row["route"], target: row["target"],
+                    message: row["message"], priority: row["priority"], replyTo: row["reply_to"],
+                    provider: row["provider"], status: row["status"], failover: row["failover"],
+                    errorMessage: row["error_message"], attempts: row["attempts"], retries: row["retries"],
+                    createdAt: row["created_at"], updatedAt: row["updated_at"], sentAt: row["sent_at"],
+                    nextAttemptAt: row["next_attempt_at"], inFlightSince: row["in_flight_since"])
+            }
+        }
+    }
+
+    /// For tests and operators: the attempts of one notification, in id order.
+    public func attempts(notificationID: Int64) throws(StoreError) -> [AttemptRow] {
+        try read("read attempts") { db in
+            try Row.fetchAll(
+                db, sql: "SELECT * FROM whatsapp_attempts WHERE notification_id = ? ORDER BY id",
+                arguments: [notificationID]
+            ).map { row in
+                AttemptRow(
+                    id: row["id"], notificationID: row["notification_id"], provider: row["provider"],
+                    outcome: row["outcome"], error: row["error"], httpStatus: row["http_status"],
+                    latencyMs: row["latency_ms"], attemptedAt: row["attempted_at"])
+            }
+        }
+    }
+
+    /// `PRAGMA integrity_check`: "ok" when fine, otherwise the problems, one per line.
+    public func integrityCheck() throws(StoreError) -> String {
+        try read("integrity check") { db in
+            try String.fetchAll(db, sql: "PRAGMA integrity_check").joined(separator: "\n")
+        }
+    }
+
+    /// Caps the database at `pages` pages on this connection (`PRAGMA max_page_count`), returning the cap
+    /// in effect; for tests that need a reproducible "disk full".
+    public func limitPageCount(_ pages: Int) throws(StoreError) -> Int {
+        try write("limit size") { db in
+            try Int.fetchOne(db, sql: "PRAGMA max_page_count = \(max(1, pages))") ?? 0
+        }
+    }
+
+    // MARK: Helpers
+
+    static let migrator: DatabaseMigrator = {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE whatsapp_notifications (
+                      id INTEGER PRIMARY KEY,
+                      request_id TEXT NOT NULL,
+                      route TEXT NOT NULL,
+                      target TEXT NOT NULL,
+                      message TEXT NOT NULL,
+                      priority TEXT NOT NULL,
+                      reply_to TEXT,
+                      provider TEXT NOT NULL,
+                      status TEXT NOT NULL,
+                      failover INTEGER NOT NULL DEFAULT 0,
+                      error_message TEXT,
+                      attempts INTEGER NOT NULL DEFAULT 0,
+                      retries INTEGER NOT NULL DEFAULT 0,
+                      created_at TEXT NOT NULL,
+                      updated_at TEXT NOT NULL,
+                      sent_at TEXT,
+                      next_attempt_at TEXT,
+                      in_flight_since TEXT,
+                      UNIQUE (request_id, target)
+                    );
+                    CREATE INDEX whatsapp_notifications_due ON whatsapp_notifications (status, next_attempt_at);
+                    CREATE TABLE whatsapp_attempts (
+                      id INTEGER PRIMARY KEY,
+                      notification_id INTEGER NOT NULL REFERENCES whatsapp_notifications (id),
+                      provider TEXT NOT NULL,
+                      outcome TEXT,
+                      error TEXT,
+                      http_status INTEGER,
+                      latency_ms INTEGER,
+                      attempted_at TEXT NOT NULL
+                    );
+                    CREATE INDEX whatsapp_attempts_notification ON whatsapp_attempts (notification_id);
+                    CREATE TABLE event_outbox (
+                      -- AUTOINCREMENT: ids never go back after the table empties, so the
+                      -- publisher's "id > cursor" paging never skips a new event.
+                      id INTEGER PRIMARY KEY AUTOINCREMENT,
+                      event_id TEXT NOT NULL,
+                      topic TEXT NOT NULL,
+                      payload BLOB NOT NULL,
+                      created_at TEXT NOT NULL,
+                      UNIQUE (event_id, topic)
+                    );
+                    """)
+        }
+        return migrator
+    }()
+
+    private static func insert(_ events: [OutboxEvent], at created: String, _ db: Database) throws {
+        for event in events {
+            // OR IGNORE: the same event for the same topic is one row, however often it is written.
+            try db.execute(
+                sql: "INSERT OR IGNORE INTO event_outbox (event_id, topic, payload, created_at) VALUES (?, ?, ?, ?)",
+                arguments: [event.eventID, event.topic, Data(event.payload), created])
+        }
+    }
+
+    private static func record(_ row: Row) throws -> DeliveryRecord {
+        let id: Int64 = row["id"]
+        guard let priority = Priority(rawValue: row["priority"]),
+            let status = DeliveryStatus(rawValue: row["status"]),
+            let created = Timestamp(rfc3339: row["created_at"])
+        else {
+            throw StoreError(code: .corrupt, message: "whatsapp_notifications row \(id) has a malformed value")
+        }
+        return DeliveryRecord(
+            id: id, requestID: row["request_id"], route: row["route"], target: row["target"],
+            message: row["message"], priority: priority, replyTo: row["reply_to"], status: status,
+            attempts: row["attempts"], retries: row["retries"], createdAt: created)
+    }
+
+    private func write<T>(_ operation: String, _ body: (Database) throws -> T) throws(StoreError) -> T {
+        do {
+            return try queue.write(body)
+        } catch {
+            throw Self.map(error, operation)
+        }
+    }
+
+    private func read<T>(_ operation: String, _ body: (Database) throws -> T) throws(StoreError) -> T {
+        do {
+            return try queue.read(body)
+        } catch {
+            throw Self.map(error, operation)
+        }
+    }
+
+    /// One line, no SQL and no argument values (they could hold message texts).
+    private static func map(_ error: any Error, _ operation: String) -> StoreError {
+        if let error = error as? StoreError { return error }
+        guard let error = error as? DatabaseError else {
+            return StoreError(code: .sqlite, message: "store \(operation) failed: \(type(of: error))")
+        }
+        let code: StoreError.Code
+        switch error.resultCode {
+        case .SQLITE_FULL:
+            return StoreError(code: .full, message: "store full: \(operation) failed: database or disk is full")
+        case .SQLITE_BUSY, .SQLITE_LOCKED: code = .busy
+        case .SQLITE_IOERR: code = .io
+        case .SQLITE_CORRUPT, .SQLITE_NOTADB: code = .corrupt
+        case .SQLITE_CANTOPEN: code = .cannotOpen
+        case .SQLITE_READONLY: code = .readOnly
+        default: code = .sqlite
+        }
+        return StoreError(
+            code: code, message: "store \(operation) failed: SQLite error \(error.extendedResultCode.description)")
+    }
+
+    private static func errnoText() -> String {
+        String(cString: strerror(errno))
+    }
+}

@@ -1,0 +1,260 @@
+import Foundation
+import KurirMQTT
+import KurirTestSupport
+import Synchronization
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Collects values from libmosquitto's thread and lets a test wait for them with a deadline.
+private final class MQTTRecorder<Value: Sendable>: Sendable {
+    private let values = Mutex<[Value]>([])
+
+    func append(_ value: Value) { values.withLock { $0.append(value) } }
+
+    var all: [Value] { values.withLock { $0 } }
+
+    /// Polls until `condition` holds for the values so far, or the deadline passes.
+    @discardableResult
+    func wait(seconds: Double = 10, until condition: ([Value]) -> Bool) async -> Bool {
+        let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
+        while ContinuousClock.now < deadline {
+            if condition(all) { return true }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        return condition(all)
+    }
+}
+
+/// A one-shot gate a message handler can block on (the handler runs on a plain thread, not a task).
+private final class MQTTGate: Sendable {
+    private let semaphore = DispatchSemaphore(value: 0)
+    func open() { semaphore.signal() }
+    func wait() { semaphore.wait() }
+}
+
+private func uniqueID(_ name: String) -> String {
+    "kurir-test-\(name)-\(UUID().uuidString.prefix(8))"
+}
+
+/// A started client with recorders wired to every handler.
+private struct Wired {
+    let client: MQTTClient
+    let messages = MQTTRecorder<MQTTMessage>()
+    let connects = MQTTRecorder<Int32>()
+    let disconnects = MQTTRecorder<Int32>()
+    let published = MQTTRecorder<Int32>()
+
+    init(port: Int, clientID: String, cleanSession: Bool = false, onMessage: (@Sendable (MQTTMessage) -> Void)? = nil)
+        throws
+    {
+        MQTTGlobal.initialize()
+        client = try MQTTClient(options: MQTTConnectOptions(host: "127.0.0.1", port: port, clientID: clientID, cleanSession: cleanSession))
+        let messages = self.messages
+        let connects = self.connects
+        let disconnects = self.disconnects
+        let published = self.published
+        client.setMessageHandler { message in
+            onMessage?(message)
+            messages.append(message)
+        }
+        client.setConnectHandler { code, _ in connects.append(code) }
+        client.setDisconnectHandler { code in disconnects.append(code) }
+        client.setPublishedHandler { mid in published.append(mid) }
+    }
+
+    func waitConnected() async -> Bool {
+        await connects.wait { $0.contains(0) }
+    }
+
+    /// Publishes probes on a topic the client subscribed to until one comes back: from then on the
+    /// broker has processed the SUBSCRIBE (it handles one client's packets in order).
+    func waitSubscribed(probeTopic: String) async throws -> Bool {
+        let deadline = ContinuousClock.now + .seconds(10)
+        while ContinuousClock.now < deadline {
+            _ = try client.publish(topic: probeTopic, payload: Array("probe".utf8), qos: 0)
+            if await messages.wait(seconds: 0.2, until: { $0.contains { $0.topic == probeTopic } }) { return true }
+        }
+        return false
+    }
+}
+
+@Suite("MQTTClient against a real mosquitto", .serialized)
+struct MQTTClientTests {
+    @Test func subscribePublishRoundTripQoS1() async throws {
+        let broker = try TestBroker.start()
+        defer { broker.stop() }
+        let subscriber = try Wired(port: broker.port, clientID: uniqueID("sub"), cleanSession: true)
+        try subscriber.client.start()
+        defer { subscriber.client.stop() }
+        #expect(await subscriber.waitConnected())
+        #expect(subscriber.client.isConnected)
+        // Subscribing while connected sends the SUBSCRIBE at once (the other tests subscribe before start).
+        try subscriber.client.subscribe("kurir-test/rt/#", qos: 1)
+        #expect(try await subscriber.waitSubscribed(probeTopic: "kurir-test/rt/probe"))
+
+        let publisher = try Wired(port: broker.port, clientID: uniqueID("pub"), cleanSession: true)
+        try publisher.client.start()
+        defer { publisher.client.stop() }
+        #expect(await publisher.waitConnected())
+        let payload: [UInt8] = Array("{\"target\":\"0812\"}".utf8) + [0, 255]
+        let mid = try publisher.client.publish(topic: "kurir-test/rt/tickets/assigned", payload: payload, qos: 1)
+
+        #expect(await publisher.published.wait { $0.contains(mid) })
+        #expect(await subscriber.messages.wait { $0.contains { $0.topic == "kurir-test/rt/tickets/assigned" } })
+        let received = try #require(subscriber.messages.all.first { $0.topic == "kurir-test/rt/tickets/assigned" })
+        #expect(received.payload == payload)
+        #expect(received.qos == 1)
+        #expect(received.retain == false)
+    }
+
+    @Test func persistentSessionReceivesMessagesPublishedWhileAway() async throws {
+        let broker = try TestBroker.start()
+        defer { broker.stop() }
+        let clientID = uniqueID("persistent")
+        let first = try Wired(port: broker.port, clientID: clientID)
+        try first.client.subscribe("kurir-test/away/#", qos: 1)
+        try first.client.start()
+        #expect(await first.waitConnected())
+        #expect(try await first.waitSubscribed(probeTopic: "kurir-test/away/probe"))
+        first.client.stop()
+        #expect(!first.client.isConnected)
+
+        let publisher = try Wired(port: broker.port, clientID: uniqueID("pub"), cleanSession: true)
+        try publisher.client.start()
+        defer { publisher.client.stop() }
+        #expect(await publisher.waitConnected())
+        var mids: [Int32] = []
+        for i in 0..<5 {
+            mids.append(try publisher.client.publish(topic: "kurir-test/away/\(i)", payload: [UInt8(i)], qos: 1))
+        }
+        #expect(await publisher.published.wait { Set($0).isSuperset(of: mids) })
+
+        // A new client object with the same id: no subscribe call, the session on the broker has it.
+        let second = try Wired(port: broker.port, clientID: clientID)
+        try second.client.start()
+        defer { second.client.stop() }
+        #expect(await second.messages.wait { $0.filter { $0.topic.hasPrefix("kurir-test/away/") && $0.topic != "kurir-test/away/probe" }.count >= 5 })
+        let topics = Set(second.messages.all.map(\.topic))
+        #expect(topics.isSuperset(of: (0..<5).map { "kurir-test/away/\($0)" }))
+    }
+
+    /// If libmosquitto sent the PUBACK before the handler ran, the broker would drop the message once
+    /// acknowledged and the second session would never see it again.
+    @Test func pubackWaitsForTheMessageHandler() async throws {
+        signal(SIGPIPE, SIG_IGN)  // the late PUBACK is written to a socket the broker closed
+        let broker = try TestBroker.start()
+        defer { broker.stop() }
+        let clientID = uniqueID("slow")
+        let entered = MQTTRecorder<String>()
+        let gate = MQTTGate()
+        let first = try Wired(port: broker.port, clientID: clientID) { message in
+            guard message.topic == "kurir-test/slow/request" else { return }
+            entered.append(message.topic)
+            gate.wait()
+        }
+        try first.client.subscribe("kurir-test/slow/#", qos: 1)
+        try first.client.start()
+        #expect(await first.waitConnected())
+        #expect(try await first.waitSubscribed(probeTopic: "kurir-test/slow/probe"))
+
+        let publisher = try Wired(port: broker.port, clientID: uniqueID("pub"), cleanSession: true)
+        try publisher.client.start()
+        #expect(await publisher.waitConnected())
+        let mid = try publisher.client.publish(topic: "kurir-test/slow/request", payload: Array("x".utf8), qos: 1)
+        #expect(await publisher.published.wait { $0.contains(mid) })
+        publisher.client.stop()
+
+        // The handler is running (and blocked): stop the broker cleanly, so it saves what it knows.
+        #expect(await entered.wait { !$0.isEmpty })
+        broker.stop()
+        gate.open()
+        first.client.stop()
+        try broker.restart()
+
+        let second = try Wired(port: broker.port, clientID: clientID)
+        try second.client.start()
+        defer { second.client.stop() }
+        #expect(await second.messages.wait { $0.contains { $0.topic == "kurir-test/slow/request" } })
+    }
+
+    @Test func reconnectsAfterBrokerRestart() async throws {
+        let broker = try TestBroker.start()
+        defer { broker.stop() }
+        let client = try Wired(port: broker.port, clientID: uniqueID("reconnect"))
+        try client.client.subscribe("kurir-test/re/#", qos: 1)
+        try client.client.start()
+        defer { client.client.stop() }
+        #expect(await client.waitConnected())
+        broker.kill()
+        #expect(await client.disconnects.wait { !$0.isEmpty })
+        #expect(!client.client.isConnected)
+        #expect(throws: MQTTError.self) {
+            _ = try client.client.publish(topic: "kurir-test/re/x", payload: [], qos: 1)
+        }
+        try broker.restart()
+        #expect(await client.connects.wait(seconds: 15) { $0.filter { $0 == 0 }.count >= 2 })
+        // The remembered subscription was sent again on the new CONNACK.
+        #expect(try await client.waitSubscribed(probeTopic: "kurir-test/re/probe"))
+    }
+
+    @Test func stopIsIdempotent() async throws {
+        let broker = try TestBroker.start()
+        defer { broker.stop() }
+        let neverStarted = try MQTTClient(options: MQTTConnectOptions(host: "127.0.0.1", port: broker.port, clientID: uniqueID("idle")))
+        neverStarted.stop()
+        neverStarted.stop()
+
+        let client = try Wired(port: broker.port, clientID: uniqueID("stop"), cleanSession: true)
+        try client.client.start()
+        #expect(await client.waitConnected())
+        client.client.stop()
+        client.client.stop()
+        #expect(!client.client.isConnected)
+        #expect(throws: MQTTError.self) { try client.client.start() }
+    }
+
+    @Test func wrongPortNeverConnectsAndStops() async throws {
+        let broker = try TestBroker.start()
+        let port = broker.port
+        broker.stop()  // nothing listens on this port now
+        let client = try Wired(port: port, clientID: uniqueID("nowhere"), cleanSession: true)
+        try client.client.start()
+        #expect(await client.connects.wait(seconds: 1.5) { $0.contains(0) } == false)
+        #expect(!client.client.isConnected)
+        #expect(throws: MQTTError.self) {
+            _ = try client.client.publish(topic: "kurir-test/none", payload: [], qos: 1)
+        }
+        // stop() must return although the network thread is between reconnect attempts.
+        let stopped = MQTTRecorder<Bool>()
+        let target = client.client
+        Thread.detachNewThread {
+            target.stop()
+            stopped.append(true)
+        }
+        #expect(await stopped.wait(seconds: 5) { !$0.isEmpty })
+    }
+
+    @Test func invalidOptionsAreErrorsNotCrashes() throws {
+        #expect(throws: MQTTError.self) {
+            _ = try MQTTClient(options: MQTTConnectOptions(host: "127.0.0.1", port: 1883, clientID: ""))
+        }
+        let tls = try MQTTClient(
+            options: MQTTConnectOptions(host: "127.0.0.1", port: 1883, clientID: uniqueID("tls"), useTLS: true))
+        #expect(throws: MQTTError.self) { try tls.start() }
+        let secret = "hunter2-secret"
+        let client = try MQTTClient(
+            options: MQTTConnectOptions(
+                host: "127.0.0.1", port: 1883, clientID: uniqueID("tls2"), useTLS: true, caFile: "/nonexistent/ca.pem",
+                password: secret))
+        do {
+            try client.start()
+            Issue.record("start with a missing CA file should throw")
+        } catch {
+            #expect(!error.description.contains(secret))
+        }
+        #expect(throws: MQTTError.self) { try client.subscribe("bad/#/filter", qos: 1) }
+    }
+}
