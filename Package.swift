@@ -72,7 +72,7 @@ let package = Package(
         .executableTarget(
             name: "kurir-fake-gateway",
             dependencies: [
-                "KurirTestSupport",
+                "KurirTestSupport", "KurirCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict),

@@ -1,3 +1,4 @@
+import Foundation
 import KurirCore
 import KurirHTTP
 import KurirMQTT
@@ -141,6 +142,9 @@ enum MQTTOptionsBuilder {
 public enum Libraries {
     /// Calls `mosquitto_lib_init` and `curl_global_init`; once, first thing in `main`.
     public static func initialize() {
+        // A peer closing a socket mid-write must become an error code, not kill the daemon:
+        // libcurl with CURLOPT_NOSIGNAL installs no SIGPIPE handler of its own.
+        signal(SIGPIPE, SIG_IGN)
         MQTTGlobal.initialize()
         HTTPGlobal.initialize()
     }

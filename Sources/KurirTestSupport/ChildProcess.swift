@@ -1,4 +1,5 @@
 import Foundation
+import NIOConcurrencyHelpers
 
 #if canImport(Glibc)
     import Glibc
@@ -8,65 +9,132 @@ import Foundation
 
 /// A child process started by a test (the daemon, a fake gateway, a broker), its output in a log file.
 ///
-/// `@unchecked Sendable`: every stored property is immutable; the `Process` is only
-/// queried (`isRunning`, `terminationStatus`, `processIdentifier`), which Foundation
-/// synchronises, and signals go through `kill(2)` on the fixed pid.
+/// Spawned with `posix_spawn` rather than Foundation's `Process`: `Process` hands the child
+/// the signal mask of the launching thread, and Swift concurrency and Dispatch threads
+/// block SIGTERM and SIGINT, so a child launched from a test could never be stopped
+/// gracefully. Here the child starts with an empty mask and default dispositions.
+///
+/// `@unchecked Sendable`: `pid` and `logPath` are immutable, and the cached exit status
+/// is only touched under `lock`.
 public final class ChildProcess: @unchecked Sendable {
-    private let process: Process
+    /// The child's process id.
+    public let pid: Int32
     private let logPath: String
+    private let lock = NIOLock()
+    /// Exit status once reaped (128 + signal for a signal), nil while running.
+    private var status: Int32?
 
-    private init(process: Process, logPath: String) {
-        self.process = process
+    private init(pid: Int32, logPath: String) {
+        self.pid = pid
         self.logPath = logPath
     }
 
     /// Launches `executable` with arguments and exactly `environment` (plus PATH/HOME from the parent), stdout+stderr appended to `logPath`.
     ///
-    /// The log file is created when missing. A child still running when this object is
-    /// released is killed with SIGKILL, so a failing test does not leave it behind.
+    /// The log file is created when missing; stdin is `/dev/null`. A child still running
+    /// when this object is released is killed with SIGKILL and reaped, so a failing test
+    /// does not leave it behind.
     public static func launch(
         executable: String, arguments: [String], environment: [String: String], logPath: String,
         currentDirectory: String? = nil
     ) throws -> ChildProcess {
-        let fd = open(logPath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
-        guard fd >= 0 else {
-            throw ChildProcessError("cannot open log \(logPath): \(String(cString: strerror(errno)))")
-        }
-        let log = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
-
         var env = environment
         let parent = ProcessInfo.processInfo.environment
         for key in ["PATH", "HOME"] where env[key] == nil {
             if let value = parent[key] { env[key] = value }
         }
 
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        process.environment = env
-        process.standardInput = FileHandle.nullDevice
-        process.standardOutput = log
-        process.standardError = log
-        if let currentDirectory { process.currentDirectoryURL = URL(fileURLWithPath: currentDirectory) }
-        do {
-            try process.run()
-        } catch {
-            throw ChildProcessError("cannot launch \(executable): \(error)")
+        // Opened here, not as a spawn file action, so a bad path is an error of launch().
+        let fd = open(logPath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+        guard fd >= 0 else {
+            throw ChildProcessError("cannot open log \(logPath): \(String(cString: strerror(errno)))")
         }
-        try? log.close()
-        return ChildProcess(process: process, logPath: logPath)
+        defer { close(fd) }
+
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, fd, 1)
+        posix_spawn_file_actions_adddup2(&actions, fd, 2)
+        if let currentDirectory {
+            guard let addchdir = SpawnExtensions.addchdir else {
+                throw ChildProcessError("this C library cannot set a child's working directory")
+            }
+            guard addchdir(&actions, currentDirectory) == 0 else {
+                throw ChildProcessError("cannot use working directory \(currentDirectory)")
+            }
+        }
+        // Test processes hold many descriptors (sockets, pipes) that are not all close-on-exec.
+        if let closefrom = SpawnExtensions.addclosefrom { _ = closefrom(&actions, 3) }
+
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var emptyMask = sigset_t()
+        sigemptyset(&emptyMask)
+        posix_spawnattr_setsigmask(&attributes, &emptyMask)
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        for sig in [SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGPIPE, SIGUSR1, SIGUSR2, SIGALRM, SIGCHLD] {
+            sigaddset(&defaults, sig)
+        }
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+
+        let argv = ([executable] + arguments).map { strdup($0) }
+        let envp = env.map { strdup("\($0.key)=\($0.value)") }
+        defer {
+            argv.forEach { free($0) }
+            envp.forEach { free($0) }
+        }
+        var pid: pid_t = 0
+        let result = (argv + [nil]).withUnsafeBufferPointer { argvBuffer in
+            (envp + [nil]).withUnsafeBufferPointer { envpBuffer in
+                posix_spawn(
+                    &pid, executable, &actions, &attributes, argvBuffer.baseAddress!,
+                    envpBuffer.baseAddress!)
+            }
+        }
+        guard result == 0 else {
+            throw ChildProcessError("cannot launch \(executable): \(String(cString: strerror(result)))")
+        }
+        return ChildProcess(pid: pid, logPath: logPath)
     }
 
     deinit {
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        if reap() == nil {
+            kill(pid, SIGKILL)
+            var raw: Int32 = 0
+            _ = waitpid(pid, &raw, 0)
+        }
     }
 
-    /// The child's process id.
-    public var pid: Int32 { process.processIdentifier }
+    /// The exit status if the child has ended (reaping it), nil while it runs.
+    private func reap() -> Int32? {
+        lock.withLock {
+            if let status { return status }
+            var raw: Int32 = 0
+            let r = waitpid(pid, &raw, WNOHANG)
+            if r == pid {
+                // WIFEXITED/WEXITSTATUS/WTERMSIG are C macros Swift cannot import.
+                let signal = raw & 0x7f
+                if signal == 0 {
+                    status = (raw >> 8) & 0xff
+                } else if signal != 0x7f {
+                    status = 128 + signal
+                }
+            } else if r < 0 && errno == ECHILD {
+                // Someone else reaped it: it has ended, with a status we cannot know.
+                status = -1
+            }
+            return status
+        }
+    }
 
     /// Sends a signal (e.g. `SIGTERM`) to the child; does nothing once it has exited.
     public func signal(_ sig: Int32) {
-        if process.isRunning { kill(process.processIdentifier, sig) }
+        if reap() == nil { kill(pid, sig) }
     }
 
     /// Kills the child at once (SIGKILL), as a crash or power cut would stop it.
@@ -80,19 +148,15 @@ public final class ChildProcess: @unchecked Sendable {
     public func waitForExit(timeout: Duration) async -> Int32? {
         let clock = ContinuousClock()
         let deadline = clock.now.advanced(by: timeout)
-        while process.isRunning {
+        while true {
+            if let status = reap() { return status }
             if clock.now >= deadline { return nil }
             try? await Task.sleep(for: .milliseconds(20))
-        }
-        switch process.terminationReason {
-        case .exit: return process.terminationStatus
-        case .uncaughtSignal: return 128 + process.terminationStatus
-        @unknown default: return process.terminationStatus
         }
     }
 
     /// Whether the child has not exited yet.
-    public var isRunning: Bool { process.isRunning }
+    public var isRunning: Bool { reap() == nil }
 
     /// Current content of the log file.
     public func output() -> String {
@@ -108,10 +172,25 @@ public final class ChildProcess: @unchecked Sendable {
         let deadline = clock.now.advanced(by: timeout)
         while true {
             if output().contains(text) { return true }
-            if !process.isRunning { return output().contains(text) }
+            if !isRunning { return output().contains(text) }
             if clock.now >= deadline { return false }
             try? await Task.sleep(for: .milliseconds(20))
         }
+    }
+}
+
+/// glibc spawn file actions that Swift's Glibc module does not export (they need `_GNU_SOURCE`).
+private enum SpawnExtensions {
+    typealias AddChdir = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>?, UnsafePointer<CChar>?) -> Int32
+    typealias AddClosefrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>?, Int32) -> Int32
+
+    static let addchdir: AddChdir? = lookup("posix_spawn_file_actions_addchdir_np")
+    static let addclosefrom: AddClosefrom? = lookup("posix_spawn_file_actions_addclosefrom_np")
+
+    private static func lookup<F>(_ name: String) -> F? {
+        // A null handle is RTLD_DEFAULT: search the libraries already loaded.
+        guard let symbol = dlsym(nil, name) else { return nil }
+        return unsafeBitCast(symbol, to: F.self)
     }
 }
 
