@@ -32,12 +32,14 @@ say "broker: mosquitto on 127.0.0.1:$mqtt_port (persistence on, saved on every c
 cat > "$run_dir/mosquitto.conf" <<CONF
 listener $mqtt_port 127.0.0.1
 allow_anonymous true
+# Run as whoever runs the demo (as root, mosquitto would switch to user mosquitto).
+user $(id -un)
 persistence true
 persistence_location $run_dir/
 autosave_on_changes true
 autosave_interval 1
 max_queued_messages 0
-message_size_limit 131072
+max_packet_size 131072
 log_dest file $run_dir/mosquitto.log
 CONF
 mosquitto -c "$run_dir/mosquitto.conf" & pids+=($!)
@@ -81,6 +83,9 @@ control fonnte '{"mode":"neverAnswer"}'
 control wablas '{"mode":"refuse","reason":"device disconnected, need to scan qr code again"}'
 publish oncall '{"id":"demo-3","target":"+62 812 1111 2222","message":"Disk full on db-1"}'
 wait_for "$run_dir/events.txt" 'failed.*"id":"demo-3"'
+echo "the row while it waits for its retry:"
+sqlite3 -header -column "$run_dir/kurir.db" \
+  "SELECT request_id, status, attempts, next_attempt_at, error_message FROM whatsapp_notifications WHERE request_id = 'demo-3'"
 echo "gateways recover"
 control fonnte '{"mode":"succeed"}'
 control wablas '{"mode":"succeed"}'
