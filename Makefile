@@ -5,10 +5,10 @@
 SHELL := /bin/bash
 SWIFT ?= swift
 DEB_PACKAGES := libmosquitto-dev libcurl4-openssl-dev libjansson-dev libsqlite3-dev pkg-config \
-                mosquitto mosquitto-clients sqlite3 curl ca-certificates
+                mosquitto mosquitto-clients sqlite3 curl ca-certificates openssl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps build release test demo lint clean
+.PHONY: deps build release test demo lint clean bench bench-deps chaos fuzz fuzz-build
 
 ## deps: install the Debian packages kurir needs, only those missing
 deps:
@@ -41,10 +41,43 @@ test: build
 demo: build
 	./scripts/demo.sh "$$($(SWIFT) build --show-bin-path)"
 
+## chaos: fault, crash, bad-input and security suite against the debug kurir (crash points are debug-only);
+##        prints the table and fails when a figure misses its bar. CHAOS_ARGS e.g. "--scale 0.1 --only kill".
+CHAOS_ARGS ?=
+chaos: deps fuzz-build
+	$(SWIFT) build --product kurir
+	$(SWIFT) build --product kurir-chaos
+	"$$($(SWIFT) build --show-bin-path)/kurir-chaos" --bin-dir "$$($(SWIFT) build --show-bin-path)" --work-dir .chaos-run $(CHAOS_ARGS)
+
+## fuzz: libFuzzer over request decoding/validation and gateway reply classification (FUZZ_SECONDS, default 600)
+FUZZ_SECONDS ?= 600
+FUZZ_FLAGS := -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library
+fuzz-build:
+	cd fuzz && $(SWIFT) build $(FUZZ_FLAGS)
+fuzz: fuzz-build
+	mkdir -p fuzz/corpus fuzz/crashes
+	fuzz/.build/debug/kurir-fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -print_final_stats=1 \
+	  -artifact_prefix=fuzz/crashes/ fuzz/corpus fuzz/seeds
+
+## bench: release build, then kurir side by side with the broker ceiling, raw SQLite and mqttwarn
+##        (loopback only, under 10 minutes); prints one table and writes it as JSON under bench/results/
+bench: deps bench-deps
+	$(SWIFT) build -c release --product kurir
+	$(SWIFT) build -c release --product kurir-fake-gateway
+	$(SWIFT) build -c release --product kurir-bench
+	"$$($(SWIFT) build -c release --show-bin-path)/kurir-bench" --out bench/results --work .build-bench/work --venv .build-bench/venv
+
+## bench-deps: python3 and its venv module for the peer (mqttwarn, pip-installed into .build-bench/venv)
+bench-deps:
+	@if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then \
+	  echo "installing: python3 python3-venv"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq python3 python3-venv; \
+	fi
+
 ## lint: shell scripts and YAML
 lint:
 	shellcheck scripts/*.sh .ci/run
 	yamllint -d relaxed docker/compose.yaml
 
 clean:
-	rm -rf .build .build-* demo-run
+	rm -rf .build .build-* demo-run .chaos-run fuzz/.build

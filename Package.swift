@@ -9,6 +9,11 @@ let package = Package(
     products: [
         .executable(name: "kurir", targets: ["kurir"]),
         .executable(name: "kurir-fake-gateway", targets: ["kurir-fake-gateway"]),
+        .executable(name: "kurir-bench", targets: ["kurir-bench"]),
+        .executable(name: "kurir-chaos", targets: ["kurir-chaos"]),
+        // For the nested fuzzing package (fuzz/), which builds these with -sanitize=fuzzer.
+        .library(name: "KurirCore", targets: ["KurirCore"]),
+        .library(name: "KurirJSON", targets: ["KurirJSON"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
@@ -74,6 +79,26 @@ let package = Package(
             dependencies: [
                 "KurirTestSupport", "KurirCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict),
+
+        // `make bench`: load generator, latency recorder and the side-by-side table.
+        .executableTarget(
+            name: "kurir-bench",
+            dependencies: [
+                "KurirTestSupport", "KurirCore", "KurirJSON", "KurirMQTT", "KurirStore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ],
+            swiftSettings: strict),
+        // `make chaos`: fault injection against the built kurir, counted from the producer's side.
+        .executableTarget(
+            name: "kurir-chaos",
+            dependencies: [
+                "KurirTestSupport", "KurirCore", "KurirJSON", "KurirMQTT", "KurirStore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                // Read-only queries on kurir's database (counts, integrity_check) while kurir runs.
+                .product(name: "GRDB", package: "GRDB.swift"),
             ],
             swiftSettings: strict),
 

@@ -37,6 +37,8 @@ public struct KurirConfiguration: Sendable {
     public var connectTimeout: Duration
     /// The retry schedule.
     public var retry: RetryPolicy
+    /// `WHATSAPP_MAX_IN_FLIGHT`, default `defaultMaxInFlight`: gateway requests in flight at once.
+    public var maxInFlight: Int
     /// `WHATSAPP_DEFAULT_COUNTRY_CODE`, default `62` (1–3 digits).
     public var defaultCountryCode: String
     /// Broker settings.
@@ -48,6 +50,13 @@ public struct KurirConfiguration: Sendable {
     /// `KURIR_LOG_LEVEL`, default `info`: one of trace debug info notice warning error critical.
     public var logLevel: String
 
+    /// Default of `WHATSAPP_MAX_IN_FLIGHT`: gateways answer in 0.5–2 s, so throughput is about
+    /// in-flight ÷ latency; 256 drains ≈ 250 deliveries/s from 1 s gateways (measured: docs/performance.md)
+    /// while costing only idle sockets and a few KiB per round.
+    public static let defaultMaxInFlight = 256
+    /// Upper bound of `WHATSAPP_MAX_IN_FLIGHT` (each request holds a socket and a libcurl handle).
+    public static let maxInFlightLimit = 4096
+
     /// The log levels `KURIR_LOG_LEVEL` accepts.
     public static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
 
@@ -56,8 +65,10 @@ public struct KurirConfiguration: Sendable {
         enabled: Bool = true, failoverEnabled: Bool = true, gateways: [GatewayConfig], chain: [GatewayConfig]? = nil,
         notices: [String] = [], timeout: Duration = .seconds(10), connectTimeout: Duration? = nil,
         retry: RetryPolicy = RetryPolicy(), defaultCountryCode: String = "62", mqtt: MQTTSettings = MQTTSettings(),
-        databasePath: String = "./kurir.db", databaseSync: DatabaseSync = .full, logLevel: String = "info"
+        databasePath: String = "./kurir.db", databaseSync: DatabaseSync = .full, logLevel: String = "info",
+        maxInFlight: Int = KurirConfiguration.defaultMaxInFlight
     ) {
+        self.maxInFlight = maxInFlight
         self.enabled = enabled
         self.failoverEnabled = failoverEnabled
         self.gateways = gateways
@@ -127,6 +138,10 @@ public struct KurirConfiguration: Sendable {
         let firstDelay = try integer(env, "WHATSAPP_RETRY_DELAY_SECONDS", default: 300, minimum: 1)
         let maxDelay = try integer(env, "WHATSAPP_RETRY_MAX_DELAY_SECONDS", default: 3600, minimum: 1)
         let maxRetries = try integer(env, "WHATSAPP_MAX_RETRIES", default: 8, minimum: 0)
+        let maxInFlight = try integer(env, "WHATSAPP_MAX_IN_FLIGHT", default: defaultMaxInFlight, minimum: 1)
+        guard maxInFlight <= maxInFlightLimit else {
+            throw ConfigurationError(variable: "WHATSAPP_MAX_IN_FLIGHT", message: "at most \(maxInFlightLimit), not \(maxInFlight)")
+        }
         if maxDelay < firstDelay {
             notices.append(
                 "WHATSAPP_RETRY_MAX_DELAY_SECONDS (\(maxDelay)) is below WHATSAPP_RETRY_DELAY_SECONDS (\(firstDelay)): every retry waits \(maxDelay) s")
@@ -161,7 +176,7 @@ public struct KurirConfiguration: Sendable {
             retry: RetryPolicy(
                 firstDelay: .seconds(firstDelay), maxDelay: .seconds(maxDelay), maxRetries: maxRetries),
             defaultCountryCode: countryCode, mqtt: mqtt, databasePath: databasePath, databaseSync: databaseSync,
-            logLevel: logLevel)
+            logLevel: logLevel, maxInFlight: maxInFlight)
     }
 
     /// Human-readable effective configuration for `kurir check`, secrets masked as ****, one item per line.
@@ -183,6 +198,7 @@ public struct KurirConfiguration: Sendable {
         lines.append(
             "retry: first delay \(Self.seconds(retry.firstDelay)) s, max delay \(Self.seconds(retry.maxDelay)) s, max retries \(retry.maxRetries)"
         )
+        lines.append("max in flight: \(maxInFlight)")
         lines.append("default country code: \(defaultCountryCode)")
         let scheme = mqtt.useTLS ? "mqtts" : "mqtt"
         let host = mqtt.host.contains(":") ? "[\(mqtt.host)]" : mqtt.host

@@ -224,6 +224,15 @@ public enum Dialect {
                 provider: provider, outcome: outcome, error: error.map { OneLine.sanitise($0, limit: 200) },
                 httpStatus: status, latencyMs: latencyMs)
         }
+        // Found by fuzzing: a success body under an HTTP error status is not a success. A 4xx is a
+        // refusal (contract §3) and a 5xx a reply kurir cannot trust, whatever the body says.
+        func accepted(_ status: Int) -> AttemptResult {
+            switch status {
+            case 200...299: return result(.accepted, nil, status)
+            case 300...499: return result(.refused, "HTTP \(status)", status)
+            default: return result(.unknown, "HTTP \(status)", status)
+            }
+        }
         switch reply {
         case .notSent(let reason):
             return result(.refused, reason.isEmpty ? "not sent" : reason, nil)
@@ -246,7 +255,7 @@ public enum Dialect {
                     if (500...599).contains(status) { return result(.unknown, "HTTP \(status)", status) }
                     return result(.refused, "unexpected response", status)
                 }
-                if isTrue(statusValue) { return result(.accepted, nil, status) }
+                if isTrue(statusValue) { return accepted(status) }
                 for key in ["reason", "message", "detail"] {
                     if case .string(let text)? = json.member(caseInsensitive: key),
                         !OneLine.sanitise(text).isEmpty
@@ -256,7 +265,7 @@ public enum Dialect {
                 }
                 return result(.refused, "status false", status)
             case .woowa:
-                if woowaAccepted(json) { return result(.accepted, nil, status) }
+                if woowaAccepted(json) { return accepted(status) }
                 let looksLikeRefusal = ["code", "message", "results", "status"].contains {
                     json.member(caseInsensitive: $0) != nil
                 }

@@ -16,8 +16,8 @@ public struct CommandError: Error, CustomStringConvertible {
 
 /// The daemon: `kurir run`.
 public enum DaemonCommand {
-    /// Gateway requests in flight at once.
-    public static let defaultMaxInFlight = 32
+    /// Gateway requests in flight at once unless `WHATSAPP_MAX_IN_FLIGHT` says otherwise.
+    public static let defaultMaxInFlight = KurirConfiguration.defaultMaxInFlight
 
     /// Runs until SIGTERM/SIGINT, then stops intake, finishes in-flight work and flushes events.
     public static func run(configuration: KurirConfiguration, logger: Logger) async throws {
@@ -27,16 +27,22 @@ public enum DaemonCommand {
         } catch {
             throw CommandError(description: "\(error)", exitStatus: 1)
         }
+        CrashPoints.applyStoreLimits(store)
         logger.info(
-            "kurir starting: database \(configuration.databasePath) (synchronous \(store.synchronousMode.rawValue)), chain \(configuration.chain.map { $0.provider.rawValue }.joined(separator: " → "))"
+            "kurir starting: database \(configuration.databasePath) (synchronous \(store.synchronousMode.rawValue)), max in flight \(configuration.maxInFlight), chain \(configuration.chain.map { $0.provider.rawValue }.joined(separator: " → "))"
         )
         for notice in configuration.notices { logger.notice("\(notice)") }
 
         let http: HTTPClient
         let mqtt: MQTTClient
+        let eventsMQTT: MQTTClient
         do {
-            http = try HTTPClient(maxConcurrent: defaultMaxInFlight)
+            http = try HTTPClient(maxConcurrent: configuration.maxInFlight)
             mqtt = try MQTTClient(options: MQTTOptionsBuilder.options(configuration.mqtt))
+            var eventOptions = MQTTOptionsBuilder.options(configuration.mqtt)
+            eventOptions.clientID = EventConnectionService.clientID(configuration.mqtt)
+            eventOptions.cleanSession = true
+            eventsMQTT = try MQTTClient(options: eventOptions)
         } catch {
             throw CommandError(description: "\(error)", exitStatus: 1)
         }
@@ -49,22 +55,25 @@ public enum DaemonCommand {
             configuration: configuration, store: store, clock: clock, logger: logger,
             deliveryWakeup: deliveryWakeup, outboxWakeup: outboxWakeup)
         let outbox = OutboxPublisher(
-            store: store, mqtt: mqtt, qos: configuration.mqtt.qos, logger: logger, wakeup: outboxWakeup)
+            store: store, mqtt: eventsMQTT, qos: configuration.mqtt.qos, logger: logger, wakeup: outboxWakeup)
         let connection = MQTTConnectionService(client: mqtt, settings: configuration.mqtt, logger: logger)
-        connection.wire(intake: intake, outbox: outbox)
+        connection.wire(intake: intake, outbox: nil)
+        let eventConnection = EventConnectionService(client: eventsMQTT, settings: configuration.mqtt, logger: logger)
+        eventConnection.wire(outbox: outbox)
         let delivery = DeliveryService(
             configuration: configuration, store: store,
             caller: GatewayCaller(
                 http: http, timeout: configuration.timeout, connectTimeout: configuration.connectTimeout),
             clock: clock, logger: logger, wakeup: deliveryWakeup, outboxWakeup: outboxWakeup,
-            maxInFlight: defaultMaxInFlight)
+            maxInFlight: configuration.maxInFlight)
 
         // Graceful shutdown runs in reverse order: deliveries finish first, then the outbox
-        // flushes, and the MQTT connection closes last.
+        // flushes over the events connection, and the request connection closes last.
         let group = ServiceGroup(
             configuration: .init(
                 services: [
-                    .init(service: connection), .init(service: outbox), .init(service: delivery),
+                    .init(service: connection), .init(service: eventConnection), .init(service: outbox),
+                    .init(service: delivery),
                 ],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))

@@ -39,28 +39,40 @@ final class DeliveryService: Service {
             logger.notice("\(recovered) gateway attempt(s) interrupted by the last stop recorded as unknown")
         }
         let inFlight = InFlightCounter()
+        // Targets with a round in flight: their next row waits, so each target's deliveries go out in
+        // the order they were received (within a priority) while different targets run in parallel.
+        let busyTargets = BusyTargets()
+        // Under a backlog every finished round would otherwise trigger a claim transaction of its own;
+        // waiting for a few free slots costs at most claimBatch - 1 slots of concurrency.
+        let claimBatch = max(1, min(8, maxInFlight / 16))
+        // The last claim took every due row: new rows arrive one at a time and go out at once.
+        var drained = true
         await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
                 while !Task.isShuttingDownGracefully && !Task.isCancelled {
                     let free = maxInFlight - inFlight.value
                     var claimed: [DeliveryRecord] = []
-                    if free > 0 {
+                    if free > 0 && (drained || free >= claimBatch) {
                         do {
-                            claimed = try store.claimDue(now: clock.now(), limit: free)
+                            claimed = try store.claimDueInTargetOrder(
+                                now: clock.now(), limit: free, busyTargets: busyTargets.snapshot())
                         } catch {
                             FatalExit.now("store failed while claiming deliveries: \(error)")
                         }
+                        drained = claimed.count < free
                     }
                     for record in claimed {
                         inFlight.add(1)
+                        busyTargets.insert(record.target)
                         group.addTask {
                             await self.deliver(record)
+                            busyTargets.remove(record.target)
                             inFlight.add(-1)
                             self.wakeup.signal()
                         }
                     }
                     if claimed.count == free && free > 0 { continue }
-                    await wakeup.wait(upTo: sleepDuration())
+                    await wakeup.wait(upTo: drained ? sleepDuration() : .milliseconds(100))
                 }
             }
         } onGracefulShutdown: {
@@ -69,8 +81,11 @@ final class DeliveryService: Service {
     }
 
     /// Until the next retry is due, but at most `idlePoll`, so rows written by other paths are seen.
+    ///
+    /// Rows due at once need no timer: intake and finishing rounds signal `wakeup`. (Asking for the
+    /// earliest due time of every waiting row scanned the whole backlog on each pass.)
     private func sleepDuration() -> Duration {
-        guard let next = try? store.nextDueTime() else { return idlePoll }
+        guard let next = try? store.nextRetryTime() else { return idlePoll }
         let wait = next.milliseconds(since: clock.now())
         return wait <= 0 ? .milliseconds(1) : min(.milliseconds(wait), idlePoll)
     }
@@ -86,34 +101,81 @@ final class DeliveryService: Service {
     }
 
     private func runRound(_ record: DeliveryRecord) async throws {
+        // Found by `make chaos` (kill -9): a gateway accepted the message but the process died before
+        // the round was recorded as finished. Finish it now rather than send the message again.
+        if record.attempts > 0, let result = try alreadyAccepted(record) {
+            logger.notice("delivery \(record.id) was accepted by \(result.provider.rawValue) before the last stop; not sent again")
+            try await finish(record, result, completing: nil)
+            return
+        }
         let target = Target(value: record.target, isGroup: record.target.hasSuffix("@g.us"))
         var round = FailoverRound(
             chain: configuration.chain, target: target, message: record.message, referenceID: record.requestID)
         var recorded = 0
+        var pendingCompletion: CompletedAttempt?
         while true {
             let step = round.next()
             // Gateways skipped inside `next()` (message too long) left refused attempts to record.
             while recorded < round.attempts.count {
+                if let completion = pendingCompletion {
+                    try await store.completeAttemptGrouped(
+                        attemptID: completion.attemptID, notificationID: record.id, result: completion.result,
+                        events: completion.events)
+                    pendingCompletion = nil
+                }
                 try recordSkipped(round.attempts[recorded], of: record, round: &round)
                 recorded += 1
             }
             switch step {
             case .send(let index, let request):
                 let provider = configuration.chain[index].provider
-                let attemptID = try store.beginAttempt(notificationID: record.id, provider: provider, at: clock.now())
+                if let completion = pendingCompletion {
+                    // Queued ahead of the next attempt's row, in the same or an earlier transaction.
+                    try await store.completeAttemptGrouped(
+                        attemptID: completion.attemptID, notificationID: record.id, result: completion.result,
+                        events: completion.events)
+                    pendingCompletion = nil
+                }
+                // Group-committed with the other rounds' writes, and committed before the request goes out.
+                let attemptID = try await store.beginAttemptGrouped(
+                    notificationID: record.id, provider: provider, at: clock.now())
+                CrashPoints.reach(.beforeHTTP)
                 let (reply, latency) = await caller.call(request)
+                CrashPoints.reach(.afterHTTP)
                 let result = round.record(reply, latencyMs: latency)
-                try store.completeAttempt(
-                    attemptID: attemptID, notificationID: record.id, result: result,
-                    events: failoverEvents(&round, record))
+                // Written with the next step: alone before a failover, or in one write with the round's end.
+                pendingCompletion = CompletedAttempt(
+                    attemptID: attemptID, result: result, events: failoverEvents(&round, record))
                 log(round.drainLogLines())
                 recorded += 1
             case .finished(let result):
                 log(round.drainLogLines())
-                try finish(record, result)
+                try await finish(record, result, completing: pendingCompletion)
                 return
             }
         }
+    }
+
+    /// The round result of a delivery whose accepted attempt is recorded but whose round never finished.
+    private func alreadyAccepted(_ record: DeliveryRecord) throws -> RoundResult? {
+        let rows = try store.attempts(notificationID: record.id)
+        guard let index = rows.lastIndex(where: { $0.outcome == AttemptOutcome.accepted.rawValue }),
+            let provider = Provider(rawValue: rows[index].provider)
+        else { return nil }
+        // The round began at the last attempt on the chain's first gateway before the accepted one.
+        let first = configuration.chain.first?.provider.rawValue
+        let start = rows[...index].lastIndex(where: { $0.provider == first }) ?? index
+        let attempts = rows[start...index].compactMap { row -> AttemptResult? in
+            guard let provider = Provider(rawValue: row.provider),
+                let outcome = AttemptOutcome(rawValue: row.outcome ?? "")
+            else { return nil }
+            return AttemptResult(
+                provider: provider, outcome: outcome, error: row.error, httpStatus: row.httpStatus,
+                latencyMs: row.latencyMs ?? 0)
+        }
+        return RoundResult(
+            delivered: true, provider: provider, failover: provider.rawValue != first, attempts: attempts,
+            errorMessage: nil)
     }
 
     /// Records an attempt that never went on the wire (a gateway skipped before sending).
@@ -133,20 +195,25 @@ final class DeliveryService: Service {
         }
     }
 
-    private func finish(_ record: DeliveryRecord, _ result: RoundResult) throws {
+    private func finish(_ record: DeliveryRecord, _ result: RoundResult, completing: CompletedAttempt?) async throws {
         let now = clock.now()
         let prefix = configuration.mqtt.resultPrefix
         if result.delivered {
+            // This round's attempts are in memory (the last one not yet written); earlier rounds'
+            // are only in the database, and a first round has none.
+            let earlierUnknown = record.attempts > 0 ? try store.hasUnknownAttempt(notificationID: record.id) : false
             let event = Event.delivered(
                 eventID: Identifiers.make(), requestID: record.requestID, route: record.route, at: now,
                 target: record.target, provider: result.provider, failover: result.failover,
                 attempts: result.attempts, latencyMs: now.milliseconds(since: record.createdAt),
-                possibleDuplicate: try store.hasUnknownAttempt(notificationID: record.id))
-            try store.finishRound(
-                notificationID: record.id, status: .sent, provider: result.provider.rawValue,
-                failover: result.failover, errorMessage: nil, sentAt: now, nextAttemptAt: nil,
-                retries: record.retries, at: now,
-                events: OutboxEvents.make(event, prefix: prefix, replyTo: record.replyTo))
+                possibleDuplicate: earlierUnknown || result.attempts.contains { $0.outcome == .unknown })
+            try await store.finishRoundGrouped(
+                FinishedRound(
+                    notificationID: record.id, status: .sent, provider: result.provider.rawValue,
+                    failover: result.failover, errorMessage: nil, sentAt: now, nextAttemptAt: nil,
+                    retries: record.retries, at: now,
+                    events: OutboxEvents.make(event, prefix: prefix, replyTo: record.replyTo)),
+                completing: completing)
             return
         }
         let retriesLeft = configuration.retry.maxRetries - record.retries
@@ -157,11 +224,13 @@ final class DeliveryService: Service {
         let event = Event.failed(
             eventID: Identifiers.make(), requestID: record.requestID, route: record.route, at: now,
             target: record.target, attempts: result.attempts, retryAt: retryAt, retriesLeft: retriesLeft)
-        try store.finishRound(
-            notificationID: record.id, status: retryAt == nil ? .failed : .retrying,
-            provider: result.provider.rawValue, failover: false, errorMessage: result.errorMessage, sentAt: nil,
-            nextAttemptAt: retryAt, retries: retryAt == nil ? record.retries : record.retries + 1, at: now,
-            events: OutboxEvents.make(event, prefix: prefix, replyTo: retryAt == nil ? record.replyTo : nil))
+        try await store.finishRoundGrouped(
+            FinishedRound(
+                notificationID: record.id, status: retryAt == nil ? .failed : .retrying,
+                provider: result.provider.rawValue, failover: false, errorMessage: result.errorMessage, sentAt: nil,
+                nextAttemptAt: retryAt, retries: retryAt == nil ? record.retries : record.retries + 1, at: now,
+                events: OutboxEvents.make(event, prefix: prefix, replyTo: retryAt == nil ? record.replyTo : nil)),
+            completing: completing)
         if let retryAt {
             logger.info(
                 "retry \(record.retries + 1) of \(configuration.retry.maxRetries) for \(record.target) at \(retryAt.rfc3339)")
@@ -178,4 +247,12 @@ final class InFlightCounter: Sendable {
     private let count = Mutex(0)
     var value: Int { count.withLock { $0 } }
     func add(_ delta: Int) { count.withLock { $0 += delta } }
+}
+
+/// Targets with a round in flight, shared by the claiming loop and the rounds.
+final class BusyTargets: Sendable {
+    private let targets = Mutex(Set<String>())
+    func snapshot() -> Set<String> { targets.withLock { $0 } }
+    func insert(_ target: String) { _ = targets.withLock { $0.insert(target) } }
+    func remove(_ target: String) { _ = targets.withLock { $0.remove(target) } }
 }

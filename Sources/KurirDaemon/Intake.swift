@@ -40,7 +40,9 @@ final class Intake: Sendable {
         let now = clock.now()
         let rows = deliveries(for: message, at: now)
         do {
+            CrashPoints.reach(.intakeBeforeCommit)
             let inserted = try store.accept(rows)
+            CrashPoints.reach(.intakeAfterCommit)
             let new = inserted.filter { $0 }.count
             if new < rows.count {
                 logger.debug("duplicate request ignored", metadata: ["route": "\(rows.first?.route ?? "")"])

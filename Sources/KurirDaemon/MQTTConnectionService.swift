@@ -2,6 +2,7 @@ import KurirCore
 import KurirMQTT
 import Logging
 import ServiceLifecycle
+import Synchronization
 
 /// Owns the broker connection: subscribes on every CONNACK, and disconnects last on shutdown.
 final class MQTTConnectionService: Service {
@@ -15,14 +16,18 @@ final class MQTTConnectionService: Service {
         self.logger = logger
     }
 
-    /// Wires the client's callbacks; call before `run`.
-    func wire(intake: Intake, outbox: OutboxPublisher) {
+    /// Wires the client's callbacks; call before `run`. `outbox`: when events go out on this connection
+    /// (nil when they have a connection of their own, `EventConnectionService`).
+    func wire(intake: Intake, outbox: OutboxPublisher?) {
         let client = self.client
         let settings = self.settings
         let logger = self.logger
+        // A refused login is said once by the connect handler; the disconnect that follows it says nothing.
+        let refused = LoginRefused()
         client.setMessageHandler { message in intake.handle(message) }
-        client.setPublishedHandler { mid in outbox.acknowledged(mid) }
+        if let outbox { client.setPublishedHandler { mid in outbox.acknowledged(mid) } }
         client.setConnectHandler { code, reason in
+            refused.flag.store(code != 0, ordering: .relaxed)
             guard code == 0 else {
                 logger.warning("MQTT connection refused by \(settings.host):\(settings.port): \(reason)")
                 return
@@ -33,11 +38,15 @@ final class MQTTConnectionService: Service {
             } catch {
                 logger.error("MQTT subscribe to \(settings.subscription) failed: \(error)")
             }
-            outbox.connected()
+            outbox?.connected()
+        }
+        client.setConnectionFailureHandler { reason, retryIn in
+            logger.warning(
+                "MQTT connection to \(settings.host):\(settings.port) failed: \(reason); retrying in \(retryIn.components.seconds) s")
         }
         client.setDisconnectHandler { code in
-            outbox.disconnected()
-            if code != 0 { logger.warning("MQTT connection to \(settings.host):\(settings.port) lost (code \(code)), reconnecting") }
+            outbox?.disconnected()
+            if code != 0 && !refused.flag.load(ordering: .relaxed) { logger.warning("MQTT connection to \(settings.host):\(settings.port) lost (code \(code)), reconnecting") }
         }
     }
 
@@ -47,4 +56,9 @@ final class MQTTConnectionService: Service {
         client.stop()
         logger.info("MQTT disconnected")
     }
+}
+
+/// Whether the last CONNACK refused the login (shared by the connect and disconnect handlers).
+private final class LoginRefused: Sendable {
+    let flag = Atomic<Bool>(false)
 }

@@ -27,7 +27,9 @@ final class OutboxPublisher: Service {
     private let wakeup: Wakeup
     private let state = Mutex(State())
     private let batchSize = 256
-    private let maxInFlight = 1024
+    /// Matches libmosquitto's in-flight window (MQTTClient): acknowledgements can lag a second behind
+    /// a burst of incoming requests on the same connection, and the window must cover that second.
+    private let maxInFlight = 4096
     private let drainDeadline: Duration = .seconds(5)
 
     init(store: Store, mqtt: MQTTClient, qos: Int, logger: Logger, wakeup: Wakeup) {
@@ -60,6 +62,7 @@ final class OutboxPublisher: Service {
             return nil
         }
         guard let row else { return }
+        CrashPoints.reach(.afterPublish)
         delete(row)
         wakeup.signal()
     }
@@ -128,10 +131,7 @@ final class OutboxPublisher: Service {
     }
 
     private func delete(_ row: Int64) {
-        do {
-            try store.deleteOutbox(id: row)
-        } catch {
-            logger.error("outbox delete failed: \(error)")
-        }
+        // Group-committed: a commit per PUBACK was one of the five transactions of every delivery.
+        store.deleteOutboxLater(id: row)
     }
 }

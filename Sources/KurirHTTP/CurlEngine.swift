@@ -172,6 +172,8 @@ private final class Transfer {
     let maxBodyBytes: Int
     var body: [UInt8] = []
     var truncated = false
+    /// Request body bytes already handed to curl.
+    private var sentBytes = 0
     private var headerList: UnsafeMutablePointer<curl_slist>?
 
     init(post: PendingPost, easy: EasyHandle, maxBodyBytes: Int) {
@@ -217,17 +219,13 @@ private final class Transfer {
         set(CCurl_easy_setopt_pointer(handle, CURLOPT_ERRORBUFFER, easy.errorBuffer))
         set(CCurl_easy_setopt_slist(handle, CURLOPT_HTTPHEADER, headerList))
         set(CCurl_easy_setopt_long(handle, CURLOPT_POST, 1))
-        // The size must be set before COPYPOSTFIELDS, which copies that many bytes (NULs included).
         set(CCurl_easy_setopt_off_t(handle, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(request.body.count)))
-        request.body.withUnsafeBufferPointer { bytes in
-            bytes.withMemoryRebound(to: CChar.self) { chars in
-                if let base = chars.baseAddress {
-                    set(CCurl_easy_setopt_string(handle, CURLOPT_COPYPOSTFIELDS, base))
-                } else {
-                    set(CCurl_easy_setopt_string(handle, CURLOPT_COPYPOSTFIELDS, ""))
-                }
-            }
-        }
+        // The body comes from a read callback with no seek callback, so curl cannot rewind it: found by
+        // `make chaos`, curl otherwise re-sends a POST by itself when a reused connection dies after the
+        // request went out, and the gateway gets the message twice inside one "attempt". Without a
+        // rewind that ends as CURLE_SEND_FAIL_REWIND, which is classified as sent with no answer.
+        set(CCurl_easy_setopt_write_callback(handle, CURLOPT_READFUNCTION, sendCallback))
+        set(CCurl_easy_setopt_pointer(handle, CURLOPT_READDATA, Unmanaged.passUnretained(self).toOpaque()))
         set(CCurl_easy_setopt_write_callback(handle, CURLOPT_WRITEFUNCTION, receiveCallback))
         // Unretained: the worker's table of active transfers keeps this object alive until curl is done with it.
         set(CCurl_easy_setopt_pointer(handle, CURLOPT_WRITEDATA, Unmanaged.passUnretained(self).toOpaque()))
@@ -235,6 +233,18 @@ private final class Transfer {
             return "curl set-up failed: " + Transfer.lowercasedFirst(String(cString: curl_easy_strerror(status)))
         }
         return nil
+    }
+
+    /// Copies the next part of the request body into curl's buffer; 0 at the end.
+    func send(_ buffer: UnsafeMutableRawBufferPointer) -> Int {
+        let body = post.request.body
+        let count = min(buffer.count, body.count - sentBytes)
+        guard count > 0 else { return 0 }
+        body.withUnsafeBytes { bytes in
+            buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[sentBytes..<(sentBytes + count)]))
+        }
+        sentBytes += count
+        return count
     }
 
     /// Appends answer bytes up to the limit; past it, keeps what fits and aborts the transfer.
@@ -286,6 +296,12 @@ private let receiveCallback: curl_write_callback = { data, size, count, userdata
     guard let userdata else { return 0 }
     let transfer = Unmanaged<Transfer>.fromOpaque(userdata).takeUnretainedValue()
     return transfer.receive(UnsafeRawBufferPointer(start: data, count: size * count))
+}
+
+private let sendCallback: curl_write_callback = { data, size, count, userdata in
+    guard let userdata, let data else { return 0 }
+    let transfer = Unmanaged<Transfer>.fromOpaque(userdata).takeUnretainedValue()
+    return transfer.send(UnsafeMutableRawBufferPointer(start: data, count: size * count))
 }
 
 /// The curl thread's own state: only ever touched on that thread.
@@ -420,6 +436,9 @@ private final class CurlWorker {
             reason = "incomplete answer"
         case CURLE_WEIRD_SERVER_REPLY:
             reason = "malformed answer"
+        case CURLE_SEND_FAIL_REWIND:
+            // curl wanted to send the request again: it had gone out, and the connection died.
+            return .noAnswer(reason: "connection closed after the request was sent")
         default:
             reason = Transfer.lowercasedFirst(String(cString: curl_easy_strerror(result)))
         }

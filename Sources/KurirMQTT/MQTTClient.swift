@@ -1,4 +1,5 @@
 import CMosquitto
+import Foundation
 import Synchronization
 
 /// An MQTT 3.1.1 client whose network loop runs in libmosquitto's own thread (`mosquitto_loop_start`).
@@ -60,7 +61,8 @@ public final class MQTTClient: @unchecked Sendable {
 
     deinit {
         stop()
-        mosquitto_destroy(handle)
+        // An orphaned network thread destroys the handle itself when it ends.
+        if box.loopState.load(ordering: .acquiring) != NetworkLoop.orphaned { mosquitto_destroy(handle) }
         // `box` is released after this: the loop thread that could call into it has ended.
     }
 
@@ -83,6 +85,14 @@ public final class MQTTClient: @unchecked Sendable {
     /// Sets the handler for lost or closed connections (`returnCode` 0 when `stop()` asked for it).
     public func setDisconnectHandler(_ handler: @escaping @Sendable (_ returnCode: Int32) -> Void) {
         box.handlers.withLock { $0.disconnect = handler }
+    }
+
+    /// Sets the handler for connection failures libmosquitto's loop would not retry by itself (TLS, DNS,
+    /// a refused login): `reason` is one line without credentials, `retryIn` the pause before the next try.
+    ///
+    /// Runs on the network thread.
+    public func setConnectionFailureHandler(_ handler: @escaping @Sendable (_ reason: String, _ retryIn: Duration) -> Void) {
+        box.handlers.withLock { $0.failure = handler }
     }
 
     /// Message id of a publish the broker acknowledged (QoS 1) or that was written (QoS 0).
@@ -115,20 +125,21 @@ public final class MQTTClient: @unchecked Sendable {
         let keepAlive = max(5, Int32(clamping: options.keepAlive.components.seconds))
         let rc = mosquitto_connect_async(handle, options.host, Int32(clamping: options.port), keepAlive)
         switch Int(rc) {
-        case Int(MOSQ_ERR_SUCCESS.rawValue):
-            break
-        case Int(MOSQ_ERR_ERRNO.rawValue), Int(MOSQ_ERR_CONN_REFUSED.rawValue), Int(MOSQ_ERR_NO_CONN.rawValue):
-            // Broker not reachable right now (e.g. connection refused). connect_async has stored host and
-            // port, so the network thread reconnects by itself.
-            break
-        default:
+        case Int(MOSQ_ERR_INVAL.rawValue), Int(MOSQ_ERR_NOMEM.rawValue):
             lifecycle.withLock { $0 = .stopped }
             throw MQTTError(code: rc, operation: "connect")
+        default:
+            // Broker not reachable right now (refused, DNS, TLS): connect_async has stored host and port,
+            // and the network thread keeps trying.
+            break
         }
-        let loop = mosquitto_loop_start(handle)
-        guard loop == MOSQ_ERR_SUCCESS.rawValue else {
-            lifecycle.withLock { $0 = .stopped }
-            throw MQTTError(code: loop, operation: "loop start")
+        try check(mosquitto_threaded_set(handle, true), "set threaded")
+        let handle = NetworkLoop.Handle(pointer: self.handle)
+        let box = self.box
+        let initial: Int32? = rc == MOSQ_ERR_SUCCESS.rawValue ? nil : rc
+        box.loopState.store(NetworkLoop.running, ordering: .releasing)
+        Thread.detachNewThread {
+            NetworkLoop.run(handle: handle.pointer, box: box, initialFailure: initial)
         }
     }
 
@@ -137,10 +148,12 @@ public final class MQTTClient: @unchecked Sendable {
         // Nagle off: measured ≈ 5.4 ms → 0.9 ms median relay latency.
         try check(mosquitto_int_option(handle, MOSQ_OPT_TCP_NODELAY, 1), "set tcp nodelay")
         try check(mosquitto_reconnect_delay_set(handle, 1, 30, true), "set reconnect delay")
-        // At most 100 unacknowledged outgoing QoS 1 publishes on the wire; more are queued inside
+        // At most 4096 unacknowledged outgoing QoS 1 publishes on the wire; more are queued inside
         // libmosquitto and sent as PUBACKs return. Bounded so a large outbox backlog cannot flood the
         // broker, high enough to keep the link busy (the outbox keeps every event durable anyway).
-        try check(mosquitto_max_inflight_messages_set(handle, 100), "set max inflight")
+        // Not 100: during a burst of requests the PUBACKs of kurir's events queue in the socket behind
+        // a second or more of incoming requests, and 100 in flight held events to ≈ 150/s (make bench).
+        try check(mosquitto_max_inflight_messages_set(handle, 4096), "set max inflight")
         if options.username != nil || options.password != nil {
             try check(mosquitto_username_pw_set(handle, options.username, options.password), "set credentials")
         }
@@ -221,9 +234,17 @@ public final class MQTTClient: @unchecked Sendable {
             return state == .started
         }
         guard wasStarted else { return }
+        box.stopping.store(true, ordering: .releasing)
         mosquitto_disconnect(handle)
-        // force: false — cancelling the thread could leave libmosquitto's mutexes locked.
-        mosquitto_loop_stop(handle, false)
+        // The thread sees the disconnect at once when connected, and `stopping` within 100 ms in its own
+        // pause; but inside libmosquitto's reconnect wait (up to 30 s, nothing can wake it) it would hold
+        // up a shutdown. After 2 s it is left to end by itself and to destroy the handle then.
+        let deadline = ContinuousClock.now.advanced(by: .seconds(2))
+        while box.loopState.load(ordering: .acquiring) == NetworkLoop.running && ContinuousClock.now < deadline {
+            usleep(5_000)
+        }
+        _ = box.loopState.compareExchange(
+            expected: NetworkLoop.running, desired: NetworkLoop.orphaned, ordering: .acquiringAndReleasing)
         box.connected.store(false, ordering: .releasing)
         // No callback can run any more: drop the handlers, which often capture this client (a cycle).
         box.handlers.withLock { $0 = CallbackBox.Handlers() }
@@ -243,11 +264,16 @@ private final class CallbackBox: Sendable {
         var connect: (@Sendable (Int32, String) -> Void)?
         var disconnect: (@Sendable (Int32) -> Void)?
         var published: (@Sendable (Int32) -> Void)?
+        var failure: (@Sendable (String, Duration) -> Void)?
     }
 
     let handlers = Mutex(Handlers())
     let subscriptions = Mutex<[(filter: String, qos: Int32)]>([])
     let connected = Atomic<Bool>(false)
+    /// Set by `stop()`: the network thread ends instead of retrying.
+    let stopping = Atomic<Bool>(false)
+    /// `NetworkLoop.running`, `.finished` or `.orphaned`.
+    let loopState = Atomic<Int>(NetworkLoop.finished)
 
     func onConnect(_ mosq: OpaquePointer?, _ rc: Int32) {
         if rc == 0 {
@@ -282,5 +308,64 @@ private final class CallbackBox: Sendable {
         }
         let value = MQTTMessage(topic: topic, payload: payload, qos: Int(message.qos), retain: message.retain)
         handlers.withLock { $0.message }?(value)
+    }
+}
+
+/// kurir's own network thread, in place of `mosquitto_loop_start`.
+///
+/// Found by `make chaos`: libmosquitto's `loop_forever` (which `loop_start` runs) returns for good on a TLS
+/// failure, a DNS failure or a refused login, leaving the daemon silently disconnected forever. Here it is
+/// started again after a pause (1 s doubling to 30 s), and each failure is reported once to the handler.
+/// With `mosquitto_threaded_set(true)` the library still queues the PUBACK of a received QoS 1 message
+/// until the message callback returned, as with `loop_start`.
+private enum NetworkLoop {
+    /// The handle, handed to the network thread. `@unchecked Sendable`: libmosquitto locks its own state
+    /// when threaded, and `stop()` waits for this thread to end before the handle can be destroyed.
+    struct Handle: @unchecked Sendable { let pointer: OpaquePointer }
+
+    static let running = 0
+    static let finished = 1
+    static let orphaned = 2
+
+    static func run(handle: OpaquePointer, box: CallbackBox, initialFailure: Int32?) {
+        defer {
+            let (ended, _) = box.loopState.compareExchange(
+                expected: running, desired: finished, ordering: .acquiringAndReleasing)
+            // `stop()` gave up waiting and the client may be gone: the handle is ours to free.
+            if !ended { mosquitto_destroy(handle) }
+        }
+        var delay = 1
+        var pending = initialFailure
+        while !box.stopping.load(ordering: .acquiring) {
+            if let rc = pending {
+                report(rc, box: box, retryIn: delay)
+                guard pause(seconds: delay, box: box) else { return }
+                delay = min(delay * 2, 30)
+                _ = mosquitto_reconnect(handle)
+                pending = nil
+            }
+            let started = ContinuousClock.now
+            let rc = mosquitto_loop_forever(handle, 1000, 1)
+            if box.stopping.load(ordering: .acquiring) { return }
+            // A connection that lasted a while earns a fresh backoff.
+            if ContinuousClock.now - started > .seconds(60) { delay = 1 }
+            pending = rc == MOSQ_ERR_SUCCESS.rawValue ? MOSQ_ERR_NO_CONN.rawValue : rc
+        }
+    }
+
+    private static func report(_ rc: Int32, box: CallbackBox, retryIn seconds: Int) {
+        var reason = String(cString: mosquitto_strerror(rc))
+        if rc == MOSQ_ERR_ERRNO.rawValue { reason = String(cString: strerror(errno)) }
+        if rc == MOSQ_ERR_TLS.rawValue { reason += " (certificate not trusted or host name mismatch?)" }
+        box.handlers.withLock { $0.failure }?(reason, .seconds(seconds))
+    }
+
+    /// Sleeps in 100 ms steps; false when `stop()` asked the thread to end.
+    private static func pause(seconds: Int, box: CallbackBox) -> Bool {
+        for _ in 0..<(seconds * 10) {
+            if box.stopping.load(ordering: .acquiring) { return false }
+            usleep(100_000)
+        }
+        return !box.stopping.load(ordering: .acquiring)
     }
 }

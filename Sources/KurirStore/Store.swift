@@ -17,6 +17,8 @@ public final class Store: Sendable {
     private let queue: DatabaseQueue
     private let lockFD: Int32
     private let requestedSync: DatabaseSync
+    /// Batches the delivery loop's writes into shared transactions (see `GroupCommitter`).
+    private let committer: GroupCommitter
 
     /// Opens (creating with file mode 0600) the database, takes an exclusive `flock` on "<path>.lock"
     /// (non-blocking: a second process gets StoreError locked with message "database <path> is in use
@@ -87,9 +89,12 @@ public final class Store: Sendable {
         self.path = path
         self.lockFD = fd
         self.requestedSync = sync
+        self.committer = GroupCommitter(queue: queue, label: "kurir.store.commit")
     }
 
     deinit {
+        // Pending group-committed writes (outbox deletions) land before the database closes.
+        committer.flush()
         // Close the database before releasing the lock, so the next owner never sees it half-open.
         try? queue.close()
         close(lockFD)
@@ -114,15 +119,17 @@ public final class Store: Sendable {
         try write("accept") { db in
             var inserted: [Bool] = []
             inserted.reserveCapacity(deliveries.count)
+            // Cached: this runs once per request, and preparing the statement cost more than running it.
+            let statement = try db.cachedStatement(
+                sql: """
+                    INSERT OR IGNORE INTO whatsapp_notifications
+                      (request_id, route, target, message, priority, reply_to, provider, status,
+                       error_message, created_at, updated_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """)
             for d in deliveries {
                 let created = d.createdAt.rfc3339
-                try db.execute(
-                    sql: """
-                        INSERT OR IGNORE INTO whatsapp_notifications
-                          (request_id, route, target, message, priority, reply_to, provider, status,
-                           error_message, created_at, updated_at)
-                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                        """,
+                try statement.execute(
                     arguments: [
                         d.requestID, d.route, d.target, d.message, d.priority.rawValue, d.replyTo, d.provider,
                         d.status.rawValue, d.errorMessage, created, created,
@@ -212,16 +219,95 @@ public final class Store: Sendable {
         return time
     }
 
+    /// Claims due rows one per target, in the order the rows were received within a priority: a target
+    /// in `busyTargets` (a round in flight) or already taken earlier in this claim is skipped, so its
+    /// next row waits for the round before it to finish. Otherwise as `claimDue`.
+    ///
+    /// Walks the queue index in claim order, at most `scanLimit` rows per call, so a backlog of one
+    /// busy target costs a bounded scan rather than stalling the claim.
+    public func claimDueInTargetOrder(
+        now: Timestamp, limit: Int, busyTargets: Set<String>, scanLimit: Int = 20_000
+    ) throws(StoreError) -> [DeliveryRecord] {
+        guard limit > 0 else { return [] }
+        return try write("claim") { db in
+            var records: [DeliveryRecord] = []
+            var taken = busyTargets
+            var afterRank = -1
+            var afterID: Int64 = 0
+            var scanned = 0
+            let page = max(64, min(limit * 2, 1024))
+            let select = try db.cachedStatement(
+                sql: """
+                    SELECT id, request_id, route, target, message, priority, reply_to, status, attempts, retries,
+                           created_at, \(Self.queueRank) AS rank
+                    FROM whatsapp_notifications INDEXED BY whatsapp_notifications_queue
+                    WHERE status IN ('pending', 'retrying') AND in_flight_since IS NULL
+                      AND (\(Self.queueRank), id) > (?, ?)
+                      AND (next_attempt_at IS NULL OR next_attempt_at <= ?)
+                    ORDER BY \(Self.queueRank), id
+                    LIMIT ?
+                    """)
+            let mark = try db.cachedStatement(sql: "UPDATE whatsapp_notifications SET in_flight_since = ? WHERE id = ?")
+            let nowText = now.rfc3339
+            scan: while records.count < limit && scanned < scanLimit {
+                let rows = try Row.fetchAll(select, arguments: [afterRank, afterID, nowText, page])
+                if rows.isEmpty { break }
+                for row in rows {
+                    scanned += 1
+                    afterRank = row["rank"]
+                    afterID = row["id"]
+                    let target: String = row["target"]
+                    guard !taken.contains(target) else { continue }
+                    taken.insert(target)
+                    let record = try Self.record(row)
+                    try mark.execute(arguments: [nowText, record.id])
+                    records.append(record)
+                    if records.count == limit { break scan }
+                }
+                if rows.count < page { break }
+            }
+            return records
+        }
+    }
+
+    /// Earliest `next_attempt_at` of a retry waiting for its time (nil when none); rows without one are
+    /// due at once and wake the delivery loop when written, so they need no timer.
+    public func nextRetryTime() throws(StoreError) -> Timestamp? {
+        let text = try read("next retry") { db in
+            try String.fetchOne(
+                db,
+                sql: """
+                    SELECT MIN(next_attempt_at) FROM whatsapp_notifications
+                    WHERE status IN ('pending', 'retrying') AND in_flight_since IS NULL AND next_attempt_at IS NOT NULL
+                    """)
+        }
+        guard let text else { return nil }
+        guard let time = Timestamp(rfc3339: text) else {
+            throw StoreError(code: .corrupt, message: "database \(path): malformed time in whatsapp_notifications")
+        }
+        return time
+    }
+
     /// Inserts an attempt with NULL outcome (committed before the HTTP request goes out), returns its id.
     public func beginAttempt(notificationID: Int64, provider: Provider, at: Timestamp) throws(StoreError) -> Int64 {
-        try write("begin attempt") { db in
-            try db.execute(
-                sql: """
-                    INSERT INTO whatsapp_attempts (notification_id, provider, outcome, attempted_at)
-                    VALUES (?, ?, NULL, ?)
-                    """, arguments: [notificationID, provider.rawValue, at.rfc3339])
-            return db.lastInsertedRowID
-        }
+        try write("begin attempt") { db in try Self.beginAttempt(notificationID, provider, at, db) }
+    }
+
+    /// `beginAttempt`, group-committed: returns once the transaction holding it (and the concurrent
+    /// rounds' writes) is committed, so the attempt row is durable before the HTTP request goes out.
+    public func beginAttemptGrouped(
+        notificationID: Int64, provider: Provider, at: Timestamp
+    ) async throws(StoreError) -> Int64 {
+        try await committer.run("begin attempt") { db in try Self.beginAttempt(notificationID, provider, at, db) }
+    }
+
+    private static func beginAttempt(_ notificationID: Int64, _ provider: Provider, _ at: Timestamp, _ db: Database)
+        throws -> Int64
+    {
+        try db.cachedStatement(
+            sql: "INSERT INTO whatsapp_attempts (notification_id, provider, outcome, attempted_at) VALUES (?, ?, NULL, ?)"
+        ).execute(arguments: [notificationID, provider.rawValue, at.rfc3339])
+        return db.lastInsertedRowID
     }
 
     /// Sets the attempt's outcome/error/http_status/latency, increments the notification's `attempts`,
@@ -232,10 +318,26 @@ public final class Store: Sendable {
     public func completeAttempt(
         attemptID: Int64, notificationID: Int64, result: AttemptResult, events: [OutboxEvent]
     ) throws(StoreError) {
-        try write("complete attempt") { db in
+        try write("complete attempt") { db in try Self.completeAttempt(attemptID, notificationID, result, events, db) }
+    }
+
+    /// `completeAttempt`, group-committed with the other rounds' writes; returns once committed.
+    public func completeAttemptGrouped(
+        attemptID: Int64, notificationID: Int64, result: AttemptResult, events: [OutboxEvent]
+    ) async throws(StoreError) {
+        try await committer.run("complete attempt") { db in
+            try Self.completeAttempt(attemptID, notificationID, result, events, db)
+        }
+    }
+
+    private static func completeAttempt(
+        _ attemptID: Int64, _ notificationID: Int64, _ result: AttemptResult, _ events: [OutboxEvent], _ db: Database
+    ) throws {
+        do {
             guard
                 let startedText = try String.fetchOne(
-                    db, sql: "SELECT attempted_at FROM whatsapp_attempts WHERE id = ? AND notification_id = ?",
+                    db.cachedStatement(
+                        sql: "SELECT attempted_at FROM whatsapp_attempts WHERE id = ? AND notification_id = ?"),
                     arguments: [attemptID, notificationID])
             else {
                 throw StoreError(code: .notFound, message: "attempt \(attemptID) of notification \(notificationID) not found")
@@ -243,17 +345,14 @@ public final class Store: Sendable {
             let ended = (Timestamp(rfc3339: startedText)?.millisecondsSinceEpoch).map {
                 Timestamp(millisecondsSinceEpoch: $0 + max(0, result.latencyMs)).rfc3339
             } ?? startedText
-            try db.execute(
-                sql: """
-                    UPDATE whatsapp_attempts SET outcome = ?, error = ?, http_status = ?, latency_ms = ?
-                    WHERE id = ?
-                    """,
-                arguments: [
-                    result.outcome.rawValue, result.error, result.httpStatus, result.latencyMs, attemptID,
-                ])
-            try db.execute(
-                sql: "UPDATE whatsapp_notifications SET attempts = attempts + 1, updated_at = ? WHERE id = ?",
-                arguments: [ended, notificationID])
+            try db.cachedStatement(
+                sql: "UPDATE whatsapp_attempts SET outcome = ?, error = ?, http_status = ?, latency_ms = ? WHERE id = ?"
+            ).execute(arguments: [
+                result.outcome.rawValue, result.error, result.httpStatus, result.latencyMs, attemptID,
+            ])
+            try db.cachedStatement(
+                sql: "UPDATE whatsapp_notifications SET attempts = attempts + 1, updated_at = ? WHERE id = ?"
+            ).execute(arguments: [ended, notificationID])
             try Self.insert(events, at: ended, db)
         }
     }
@@ -275,23 +374,43 @@ public final class Store: Sendable {
         errorMessage: String?, sentAt: Timestamp?, nextAttemptAt: Timestamp?, retries: Int,
         at: Timestamp, events: [OutboxEvent]
     ) throws(StoreError) {
-        try write("finish round") { db in
-            try db.execute(
-                sql: """
-                    UPDATE whatsapp_notifications
-                    SET status = ?, provider = ?, failover = ?, error_message = ?, sent_at = ?, next_attempt_at = ?,
-                        retries = ?, updated_at = ?, in_flight_since = NULL
-                    WHERE id = ?
-                    """,
-                arguments: [
-                    status.rawValue, provider, failover ? 1 : 0, errorMessage, sentAt?.rfc3339, nextAttemptAt?.rfc3339,
-                    retries, at.rfc3339, notificationID,
-                ])
-            guard db.changesCount == 1 else {
-                throw StoreError(code: .notFound, message: "notification \(notificationID) not found")
+        let round = FinishedRound(
+            notificationID: notificationID, status: status, provider: provider, failover: failover,
+            errorMessage: errorMessage, sentAt: sentAt, nextAttemptAt: nextAttemptAt, retries: retries, at: at,
+            events: events)
+        try write("finish round") { db in try Self.finish(round, db) }
+    }
+
+    /// `finishRound`, group-committed with the other rounds' writes; returns once committed.
+    ///
+    /// `completing`: the round's last attempt, completed in the same write (one commit instead of two).
+    public func finishRoundGrouped(_ round: FinishedRound, completing attempt: CompletedAttempt? = nil)
+        async throws(StoreError)
+    {
+        try await committer.run("finish round") { db in
+            if let attempt {
+                try Self.completeAttempt(attempt.attemptID, round.notificationID, attempt.result, attempt.events, db)
             }
-            try Self.insert(events, at: at.rfc3339, db)
+            try Self.finish(round, db)
         }
+    }
+
+    private static func finish(_ r: FinishedRound, _ db: Database) throws {
+        try db.cachedStatement(
+            sql: """
+                UPDATE whatsapp_notifications
+                SET status = ?, provider = ?, failover = ?, error_message = ?, sent_at = ?, next_attempt_at = ?,
+                    retries = ?, updated_at = ?, in_flight_since = NULL
+                WHERE id = ?
+                """
+        ).execute(arguments: [
+            r.status.rawValue, r.provider, r.failover ? 1 : 0, r.errorMessage, r.sentAt?.rfc3339,
+            r.nextAttemptAt?.rfc3339, r.retries, r.at.rfc3339, r.notificationID,
+        ])
+        guard db.changesCount == 1 else {
+            throw StoreError(code: .notFound, message: "notification \(r.notificationID) not found")
+        }
+        try Self.insert(r.events, at: r.at.rfc3339, db)
     }
 
     /// Clears in_flight_since of a claimed row without changing anything else (shutdown hand-back).
@@ -325,6 +444,16 @@ public final class Store: Sendable {
     public func deleteOutbox(id: Int64) throws(StoreError) {
         try write("delete outbox") { db in
             try db.execute(sql: "DELETE FROM event_outbox WHERE id = ?", arguments: [id])
+        }
+    }
+
+    /// Deletes an outbox row in the next group commit, without waiting for it.
+    ///
+    /// Losing such a deletion (a crash before the commit) only republishes the event with its same
+    /// `event_id`, which subscribers already drop; so the publisher does not wait for a commit per PUBACK.
+    public func deleteOutboxLater(id: Int64) {
+        committer.submit("delete outbox") { db in
+            try db.cachedStatement(sql: "DELETE FROM event_outbox WHERE id = ?").execute(arguments: [id])
         }
     }
 
@@ -434,15 +563,31 @@ public final class Store: Sendable {
                     );
                     """)
         }
+        migrator.registerMigration("v2-queue-order") { db in
+            // The claim query walks this partial index in claim order, so claiming costs the same with
+            // a backlog of 100 or 100,000 rows (without it every claim sorted the whole backlog).
+            try db.execute(
+                sql: """
+                    CREATE INDEX whatsapp_notifications_queue ON whatsapp_notifications
+                      (\(Store.queueRank), id)
+                    WHERE status IN ('pending', 'retrying') AND in_flight_since IS NULL;
+                    CREATE INDEX whatsapp_notifications_retry ON whatsapp_notifications (next_attempt_at)
+                    WHERE status IN ('pending', 'retrying') AND in_flight_since IS NULL AND next_attempt_at IS NOT NULL;
+                    """)
+        }
         return migrator
     }()
 
+    /// Claim order of a row: critical, normal, bulk.
+    static let queueRank = "CASE priority WHEN 'critical' THEN 0 WHEN 'normal' THEN 1 ELSE 2 END"
+
     private static func insert(_ events: [OutboxEvent], at created: String, _ db: Database) throws {
+        guard !events.isEmpty else { return }
+        // OR IGNORE: the same event for the same topic is one row, however often it is written.
+        let statement = try db.cachedStatement(
+            sql: "INSERT OR IGNORE INTO event_outbox (event_id, topic, payload, created_at) VALUES (?, ?, ?, ?)")
         for event in events {
-            // OR IGNORE: the same event for the same topic is one row, however often it is written.
-            try db.execute(
-                sql: "INSERT OR IGNORE INTO event_outbox (event_id, topic, payload, created_at) VALUES (?, ?, ?, ?)",
-                arguments: [event.eventID, event.topic, Data(event.payload), created])
+            try statement.execute(arguments: [event.eventID, event.topic, Data(event.payload), created])
         }
     }
 
@@ -475,6 +620,9 @@ public final class Store: Sendable {
             throw Self.map(error, operation)
         }
     }
+
+    /// `map`, for the group committer.
+    static func mapError(_ error: any Error, _ operation: String) -> StoreError { map(error, operation) }
 
     /// One line, no SQL and no argument values (they could hold message texts).
     private static func map(_ error: any Error, _ operation: String) -> StoreError {

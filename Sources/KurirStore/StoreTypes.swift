@@ -231,3 +231,61 @@ public struct AttemptRow: Sendable, Equatable {
     /// `attempted_at`.
     public var attemptedAt: String
 }
+
+/// The end of a round, as `Store.finishRound` writes it.
+public struct FinishedRound: Sendable, Equatable {
+    /// The notification row.
+    public var notificationID: Int64
+    /// Its new status (`sent`, `retrying` or `failed`).
+    public var status: DeliveryStatus
+    /// The gateway that delivered, or the primary when none did.
+    public var provider: String
+    /// Delivered by a gateway other than the first of the chain.
+    public var failover: Bool
+    /// The contract's error message for `retrying`/`failed`.
+    public var errorMessage: String?
+    /// When it was delivered.
+    public var sentAt: Timestamp?
+    /// When the next retry is due.
+    public var nextAttemptAt: Timestamp?
+    /// Retry rounds started so far.
+    public var retries: Int
+    /// When the round ended.
+    public var at: Timestamp
+    /// Events written with the state change.
+    public var events: [OutboxEvent]
+
+    /// Creates a finished round.
+    public init(
+        notificationID: Int64, status: DeliveryStatus, provider: String, failover: Bool, errorMessage: String?,
+        sentAt: Timestamp?, nextAttemptAt: Timestamp?, retries: Int, at: Timestamp, events: [OutboxEvent]
+    ) {
+        self.notificationID = notificationID
+        self.status = status
+        self.provider = provider
+        self.failover = failover
+        self.errorMessage = errorMessage
+        self.sentAt = sentAt
+        self.nextAttemptAt = nextAttemptAt
+        self.retries = retries
+        self.at = at
+        self.events = events
+    }
+}
+
+/// A gateway attempt's outcome waiting to be written (see `Store.finishRoundGrouped`).
+public struct CompletedAttempt: Sendable, Equatable {
+    /// The attempt row `beginAttempt` returned.
+    public var attemptID: Int64
+    /// Its outcome.
+    public var result: AttemptResult
+    /// Events written with it (failover).
+    public var events: [OutboxEvent]
+
+    /// Creates a completed attempt.
+    public init(attemptID: Int64, result: AttemptResult, events: [OutboxEvent]) {
+        self.attemptID = attemptID
+        self.result = result
+        self.events = events
+    }
+}

@@ -1,0 +1,164 @@
+import Foundation
+import KurirCore
+import KurirStore
+import Testing
+
+/// A fresh directory per test, removed at the end.
+private final class Scratch {
+    let path: String
+    init() throws {
+        path = FileManager.default.temporaryDirectory.appendingPathComponent("kurir-gc-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    }
+    var database: String { path + "/kurir.db" }
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+}
+
+private let base = Timestamp(millisecondsSinceEpoch: 1_795_593_600_000)
+
+private func at(_ seconds: Int64) -> Timestamp {
+    Timestamp(millisecondsSinceEpoch: base.millisecondsSinceEpoch + seconds * 1000)
+}
+
+private func row(_ id: String, target: String, priority: Priority = .normal) -> NewDelivery {
+    NewDelivery(
+        requestID: id, route: "alerts", target: target, message: "m \(id)", priority: priority, replyTo: nil,
+        provider: "fonnte", status: .pending, errorMessage: nil, createdAt: base, events: [])
+}
+
+private func sent(_ id: Int64, events: [OutboxEvent] = []) -> FinishedRound {
+    FinishedRound(
+        notificationID: id, status: .sent, provider: "fonnte", failover: false, errorMessage: nil, sentAt: at(2),
+        nextAttemptAt: nil, retries: 0, at: at(2), events: events)
+}
+
+private let accepted = AttemptResult(provider: .fonnte, outcome: .accepted, error: nil, httpStatus: 200, latencyMs: 7)
+
+@Suite("Store: per-target claim order and group commit")
+struct StoreGroupCommitTests {
+    @Test func claimTakesOneRowPerTargetInReceivedOrder() throws {
+        let dir = try Scratch()
+        let store = try Store(path: dir.database, sync: .normal)
+        _ = try store.accept([
+            row("a1", target: "A"), row("b1", target: "B"), row("a2", target: "A"), row("c1", target: "C"),
+            row("b2", target: "B"), row("a3", target: "A"),
+        ])
+        let first = try store.claimDueInTargetOrder(now: at(1), limit: 10, busyTargets: [])
+        #expect(first.map(\.requestID) == ["a1", "b1", "c1"])
+        // A, B and C are now busy: their next rows wait.
+        #expect(try store.claimDueInTargetOrder(now: at(1), limit: 10, busyTargets: ["A", "B", "C"]).isEmpty)
+        // B's round finished: only B's next row is claimable, and A's rows keep their order.
+        try store.finishRound(
+            notificationID: first[1].id, status: .sent, provider: "fonnte", failover: false, errorMessage: nil,
+            sentAt: at(2), nextAttemptAt: nil, retries: 0, at: at(2), events: [])
+        #expect(try store.claimDueInTargetOrder(now: at(2), limit: 10, busyTargets: ["A", "C"]).map(\.requestID) == ["b2"])
+        try store.finishRound(
+            notificationID: first[0].id, status: .sent, provider: "fonnte", failover: false, errorMessage: nil,
+            sentAt: at(2), nextAttemptAt: nil, retries: 0, at: at(2), events: [])
+        #expect(try store.claimDueInTargetOrder(now: at(3), limit: 10, busyTargets: ["B", "C"]).map(\.requestID) == ["a2"])
+    }
+
+    @Test func claimOrdersByPriorityFirstAndRespectsTheLimit() throws {
+        let dir = try Scratch()
+        let store = try Store(path: dir.database, sync: .normal)
+        _ = try store.accept([
+            row("bulk", target: "1", priority: .bulk), row("n1", target: "2"),
+            row("crit", target: "3", priority: .critical), row("n2", target: "4"),
+        ])
+        #expect(try store.claimDueInTargetOrder(now: at(1), limit: 2, busyTargets: []).map(\.requestID) == ["crit", "n1"])
+        #expect(try store.claimDueInTargetOrder(now: at(1), limit: 5, busyTargets: []).map(\.requestID) == ["n2", "bulk"])
+    }
+
+    @Test func claimScansPastABusyTargetsBacklog() throws {
+        let dir = try Scratch()
+        let store = try Store(path: dir.database, sync: .normal)
+        // 300 rows for one busy target ahead of a row for another: more than one page of the scan.
+        _ = try store.accept((0..<300).map { row("hot\($0)", target: "HOT") } + [row("other", target: "OTHER")])
+        let claimed = try store.claimDueInTargetOrder(now: at(1), limit: 4, busyTargets: ["HOT"])
+        #expect(claimed.map(\.requestID) == ["other"])
+    }
+
+    @Test func groupedWritesAreCommittedWhenTheyReturn() async throws {
+        let dir = try Scratch()
+        let store = try Store(path: dir.database, sync: .full)
+        _ = try store.accept((0..<40).map { row("r\($0)", target: "T\($0)") })
+        let claimed = try store.claimDueInTargetOrder(now: at(1), limit: 40, busyTargets: [])
+        #expect(claimed.count == 40)
+        // Forty concurrent rounds: begin, then finish with the completion in the same write.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for record in claimed {
+                group.addTask {
+                    let attempt = try await store.beginAttemptGrouped(
+                        notificationID: record.id, provider: .fonnte, at: at(1))
+                    #expect(try store.attempts(notificationID: record.id).map(\.id) == [attempt])
+                    try await store.finishRoundGrouped(
+                        sent(record.id, events: [OutboxEvent(eventID: "e-\(record.id)", topic: "t", payload: [1])]),
+                        completing: CompletedAttempt(attemptID: attempt, result: accepted, events: []))
+                }
+            }
+            try await group.waitForAll()
+        }
+        let rows = try store.notifications()
+        #expect(rows.allSatisfy { $0.status == "sent" && $0.attempts == 1 && $0.inFlightSince == nil })
+        #expect(try store.outboxCount() == 40)
+        let attempt = try #require(try store.attempts(notificationID: claimed[0].id).first)
+        #expect(attempt.outcome == "accepted" && attempt.latencyMs == 7 && attempt.httpStatus == 200)
+    }
+
+    @Test func aFailingWriteFailsAloneInItsBatch() async throws {
+        let dir = try Scratch()
+        let store = try Store(path: dir.database, sync: .normal)
+        _ = try store.accept([row("r1", target: "A")])
+        let record = try #require(try store.claimDueInTargetOrder(now: at(1), limit: 1, busyTargets: []).first)
+        let bad = Task { () -> StoreError? in
+            do {
+                try await store.finishRoundGrouped(sent(9_999))
+                return nil
+            } catch {
+                return error as? StoreError
+            }
+        }
+        try await store.finishRoundGrouped(sent(record.id))
+        #expect(await bad.value?.code == .notFound)
+        #expect(try store.notifications().first?.status == "sent")
+    }
+
+    @Test func outboxDeletionsLandWithTheNextGroupCommitAndOnClose() async throws {
+        let dir = try Scratch()
+        do {
+            let store = try Store(path: dir.database, sync: .normal)
+            _ = try store.accept([
+                NewDelivery(
+                    requestID: "x", route: "r", target: "", message: "", priority: .normal, replyTo: nil,
+                    provider: "fonnte", status: .rejected, errorMessage: "bad", createdAt: base,
+                    events: [
+                        OutboxEvent(eventID: "e1", topic: "t", payload: [1]),
+                        OutboxEvent(eventID: "e2", topic: "t", payload: [2]),
+                    ])
+            ])
+            let rows = try store.outbox(after: 0, limit: 10)
+            #expect(rows.count == 2)
+            store.deleteOutboxLater(id: rows[0].id)
+            // Writes run in order: once a later grouped write returns, the deletion is committed.
+            _ = try? await store.beginAttemptGrouped(notificationID: 1, provider: .fonnte, at: base)
+            #expect(try store.outboxCount() == 1)
+            store.deleteOutboxLater(id: rows[1].id)
+        }
+        // Closing the store commits what is still queued.
+        let reopened = try Store(path: dir.database, sync: .normal)
+        #expect(try reopened.outboxCount() == 0)
+    }
+
+    @Test func nextRetryTimeIgnoresRowsDueAtOnce() throws {
+        let dir = try Scratch()
+        let store = try Store(path: dir.database, sync: .normal)
+        _ = try store.accept([row("r1", target: "A"), row("r2", target: "B")])
+        #expect(try store.nextRetryTime() == nil)
+        let claimed = try store.claimDueInTargetOrder(now: at(1), limit: 1, busyTargets: [])
+        try store.finishRound(
+            notificationID: claimed[0].id, status: .retrying, provider: "fonnte", failover: false,
+            errorMessage: "x", sentAt: nil, nextAttemptAt: at(300), retries: 1, at: at(2), events: [])
+        #expect(try store.nextRetryTime() == at(300))
+        #expect(try store.claimDueInTargetOrder(now: at(299), limit: 5, busyTargets: []).map(\.requestID) == ["r2"])
+    }
+}
