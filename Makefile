@@ -8,7 +8,7 @@ DEB_PACKAGES := libmosquitto-dev libcurl4-openssl-dev libjansson-dev libsqlite3-
                 mosquitto mosquitto-clients sqlite3 curl ca-certificates openssl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps build release test demo lint clean bench bench-deps chaos fuzz fuzz-build
+.PHONY: deps build release test demo lint format-check clean bench bench-deps chaos fuzz fuzz-build
 
 ## deps: install the Debian packages kurir needs, only those missing
 deps:
@@ -31,7 +31,7 @@ release: deps
 	$(SWIFT) build -c release --product kurir
 
 ## test: all test suites, on a real mosquitto broker and the fake gateways over loopback
-test: build
+test: build format-check
 	@set -o pipefail; $(SWIFT) build --build-tests 2>&1 | tee .build-warnings.log
 	@if grep -E "^$(CURDIR)/(Sources|Tests)/.*warning:" .build-warnings.log; then echo "warnings in kurir's code"; exit 1; fi
 	@rm -f .build-warnings.log
@@ -74,8 +74,12 @@ bench-deps:
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq python3 python3-venv; \
 	fi
 
+## format-check: the Swift sources follow .swift-format (fix with `swift format format -i -r Sources Tests fuzz/Sources`)
+format-check:
+	$(SWIFT) format lint --strict -r Sources Tests fuzz/Sources
+
 ## lint: shell scripts and YAML
-lint:
+lint: format-check
 	shellcheck scripts/*.sh .ci/run
 	yamllint -d relaxed docker/compose.yaml
 

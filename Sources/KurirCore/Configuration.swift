@@ -117,7 +117,8 @@ public struct KurirConfiguration: Sendable {
             let token = try secret(env, tokenVariable, readFile: readFile)
             guard let provider = try provider(env, providerVariable) else {
                 if token != nil || value(env, urlVariable) != nil {
-                    notices.append("\(tokenVariable) or \(urlVariable) is set but \(providerVariable) is not: no \(role.rawValue) gateway")
+                    notices.append(
+                        "\(tokenVariable) or \(urlVariable) is set but \(providerVariable) is not: no \(role.rawValue) gateway")
                 }
                 continue
             }
@@ -140,11 +141,13 @@ public struct KurirConfiguration: Sendable {
         let maxRetries = try integer(env, "WHATSAPP_MAX_RETRIES", default: 8, minimum: 0)
         let maxInFlight = try integer(env, "WHATSAPP_MAX_IN_FLIGHT", default: defaultMaxInFlight, minimum: 1)
         guard maxInFlight <= maxInFlightLimit else {
-            throw ConfigurationError(variable: "WHATSAPP_MAX_IN_FLIGHT", message: "at most \(maxInFlightLimit), not \(maxInFlight)")
+            throw ConfigurationError(
+                variable: "WHATSAPP_MAX_IN_FLIGHT", message: "at most \(maxInFlightLimit), not \(maxInFlight)")
         }
         if maxDelay < firstDelay {
             notices.append(
-                "WHATSAPP_RETRY_MAX_DELAY_SECONDS (\(maxDelay)) is below WHATSAPP_RETRY_DELAY_SECONDS (\(firstDelay)): every retry waits \(maxDelay) s")
+                "WHATSAPP_RETRY_MAX_DELAY_SECONDS (\(maxDelay)) is below WHATSAPP_RETRY_DELAY_SECONDS (\(firstDelay)): every retry waits \(maxDelay) s"
+            )
         }
         let timeout = Duration.seconds(timeoutSeconds)
 
@@ -314,7 +317,9 @@ public struct KurirConfiguration: Sendable {
             guard required else { return nil }
             throw ConfigurationError(
                 variable: name,
-                message: "required for a \(provider.rawValue) gateway (its host is per customer, e.g. https://kudus.wablas.com/api/send-message)")
+                message:
+                    "required for a \(provider.rawValue) gateway (its host is per customer, e.g. https://kudus.wablas.com/api/send-message)"
+            )
         }
         if let problem = httpURLProblem(text) {
             throw ConfigurationError(variable: name, message: problem)
@@ -399,7 +404,8 @@ public struct KurirConfiguration: Sendable {
         }
         if rest.hasSuffix("/") { rest = rest.dropLast() }
         if rest.contains(where: { $0 == "/" || $0 == "?" || $0 == "#" }) {
-            throw ConfigurationError(variable: "MQTT_URL", message: "must be mqtt[s]://[user[:password]@]host[:port] with no path")
+            throw ConfigurationError(
+                variable: "MQTT_URL", message: "must be mqtt[s]://[user[:password]@]host[:port] with no path")
         }
         if let at = rest.lastIndex(of: "@") {
             let userInfo = rest[..<at]
@@ -475,7 +481,8 @@ public struct KurirConfiguration: Sendable {
             case "2":
                 throw ConfigurationError(
                     variable: "MQTT_QOS",
-                    message: "QoS 2 is refused: libmosquitto keeps QoS 2 state only in memory, so a crash would lose messages; use 1")
+                    message:
+                        "QoS 2 is refused: libmosquitto keeps QoS 2 state only in memory, so a crash would lose messages; use 1")
             default:
                 throw ConfigurationError(variable: "MQTT_QOS", message: "must be 0 or 1")
             }

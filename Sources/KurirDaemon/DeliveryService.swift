@@ -1,8 +1,8 @@
-import Synchronization
 import KurirCore
 import KurirStore
 import Logging
 import ServiceLifecycle
+import Synchronization
 
 /// Claims due deliveries from SQLite and runs each through the gateway chain, up to `maxInFlight` at once.
 ///
@@ -104,7 +104,8 @@ final class DeliveryService: Service {
         // Found by `make chaos` (kill -9): a gateway accepted the message but the process died before
         // the round was recorded as finished. Finish it now rather than send the message again.
         if record.attempts > 0, let result = try alreadyAccepted(record) {
-            logger.notice("delivery \(record.id) was accepted by \(result.provider.rawValue) before the last stop; not sent again")
+            logger.notice(
+                "delivery \(record.id) was accepted by \(result.provider.rawValue) before the last stop; not sent again")
             try await finish(record, result, completing: nil)
             return
         }

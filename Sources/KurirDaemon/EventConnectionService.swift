@@ -39,7 +39,8 @@ final class EventConnectionService: Service {
         }
         client.setConnectionFailureHandler { reason, retryIn in
             logger.warning(
-                "MQTT events connection to \(settings.host):\(settings.port) failed: \(reason); retrying in \(retryIn.components.seconds) s")
+                "MQTT events connection to \(settings.host):\(settings.port) failed: \(reason); retrying in \(retryIn.components.seconds) s"
+            )
         }
         client.setDisconnectHandler { code in
             outbox.disconnected()

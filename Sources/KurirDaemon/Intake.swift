@@ -80,7 +80,8 @@ final class Intake: Sendable {
                 NewDelivery(
                     requestID: requestID, route: route, target: "", message: "", priority: .normal,
                     replyTo: replyTo, provider: primaryName, status: .rejected, errorMessage: reason,
-                    createdAt: now, events: OutboxEvents.make(event, prefix: configuration.mqtt.resultPrefix, replyTo: replyTo ?? nil))
+                    createdAt: now,
+                    events: OutboxEvents.make(event, prefix: configuration.mqtt.resultPrefix, replyTo: replyTo ?? nil))
             ]
         }
     }

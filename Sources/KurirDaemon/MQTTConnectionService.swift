@@ -42,11 +42,14 @@ final class MQTTConnectionService: Service {
         }
         client.setConnectionFailureHandler { reason, retryIn in
             logger.warning(
-                "MQTT connection to \(settings.host):\(settings.port) failed: \(reason); retrying in \(retryIn.components.seconds) s")
+                "MQTT connection to \(settings.host):\(settings.port) failed: \(reason); retrying in \(retryIn.components.seconds) s"
+            )
         }
         client.setDisconnectHandler { code in
             outbox?.disconnected()
-            if code != 0 && !refused.flag.load(ordering: .relaxed) { logger.warning("MQTT connection to \(settings.host):\(settings.port) lost (code \(code)), reconnecting") }
+            if code != 0 && !refused.flag.load(ordering: .relaxed) {
+                logger.warning("MQTT connection to \(settings.host):\(settings.port) lost (code \(code)), reconnecting")
+            }
         }
     }
 

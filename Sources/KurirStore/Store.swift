@@ -342,9 +342,10 @@ public final class Store: Sendable {
             else {
                 throw StoreError(code: .notFound, message: "attempt \(attemptID) of notification \(notificationID) not found")
             }
-            let ended = (Timestamp(rfc3339: startedText)?.millisecondsSinceEpoch).map {
-                Timestamp(millisecondsSinceEpoch: $0 + max(0, result.latencyMs)).rfc3339
-            } ?? startedText
+            let ended =
+                (Timestamp(rfc3339: startedText)?.millisecondsSinceEpoch).map {
+                    Timestamp(millisecondsSinceEpoch: $0 + max(0, result.latencyMs)).rfc3339
+                } ?? startedText
             try db.cachedStatement(
                 sql: "UPDATE whatsapp_attempts SET outcome = ?, error = ?, http_status = ?, latency_ms = ? WHERE id = ?"
             ).execute(arguments: [

@@ -134,10 +134,12 @@ public final class TestBroker: @unchecked Sendable {
     }
 
     private func terminate(signal: Int32) {
-        guard let pid = lock.withLock({ () -> pid_t? in
-            defer { self.pid = nil }
-            return self.pid
-        }) else { return }
+        guard
+            let pid = lock.withLock({ () -> pid_t? in
+                defer { self.pid = nil }
+                return self.pid
+            })
+        else { return }
         Glibc.kill(pid, signal)
         var status: Int32 = 0
         // A broker that ignores SIGTERM for 10 s is killed, so a test can never hang here.
@@ -188,9 +190,10 @@ public final class TestBroker: @unchecked Sendable {
 
     private static func findMosquitto() -> String? {
         let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
-        let candidates = path.split(separator: ":").map { "\($0)/mosquitto" } + [
-            "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/bin/mosquitto",
-        ]
+        let candidates =
+            path.split(separator: ":").map { "\($0)/mosquitto" } + [
+                "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/bin/mosquitto",
+            ]
         return candidates.first { FileManager.default.isExecutableFile(atPath: $0) }
     }
 

@@ -65,7 +65,8 @@ final class FakeGatewayHandler: ChannelInboundHandler, RemovableChannelHandler {
 
         if let provider = Self.provider(forPath: path) {
             guard head.method == .POST else {
-                return write(context: context, head: head, status: 405, contentType: "text/plain", body: Array("Method Not Allowed".utf8))
+                return write(
+                    context: context, head: head, status: 405, contentType: "text/plain", body: Array("Method Not Allowed".utf8))
             }
             return handleGateway(context: context, head: head, path: path, provider: provider, body: body)
         }
@@ -268,8 +269,10 @@ final class FakeGatewayHandler: ChannelInboundHandler, RemovableChannelHandler {
         guard let overrides = try JSONSerialization.jsonObject(with: Data(body)) as? [String: Any] else {
             throw FakeGatewayError("a behaviour is a JSON object")
         }
-        let known = Set(["mode", "reason", "httpStatus", "latencyMs", "failureFraction", "failureMode",
-                         "outageStartMs", "outageEndMs", "expectedToken"])
+        let known = Set([
+            "mode", "reason", "httpStatus", "latencyMs", "failureFraction", "failureMode",
+            "outageStartMs", "outageEndMs", "expectedToken",
+        ])
         if let unknown = overrides.keys.first(where: { !known.contains($0) }) {
             throw FakeGatewayError("unknown field \(unknown)")
         }

@@ -180,7 +180,8 @@ public struct RecordedRequest: Sendable, Equatable, CustomStringConvertible {
         }
         var copy = self
         copy.headers = headers.map {
-            $0.name.lowercased() == "authorization" ? HeaderField(name: $0.name, value: "****") : HeaderField(name: $0.name, value: mask($0.value))
+            $0.name.lowercased() == "authorization"
+                ? HeaderField(name: $0.name, value: "****") : HeaderField(name: $0.name, value: mask($0.value))
         }
         copy.fields = fields.mapValues(mask)
         copy.body = Array(mask(bodyText).utf8)
@@ -191,7 +192,8 @@ public struct RecordedRequest: Sendable, Equatable, CustomStringConvertible {
     /// A one-line summary with tokens masked.
     public var description: String {
         let m = masked()
-        return "\(m.provider.rawValue) \(m.method) \(m.path) accepted=\(m.accepted) as=\(m.answeredAs.rawValue) fields=\(m.fields.sorted { $0.key < $1.key })"
+        return
+            "\(m.provider.rawValue) \(m.method) \(m.path) accepted=\(m.accepted) as=\(m.answeredAs.rawValue) fields=\(m.fields.sorted { $0.key < $1.key })"
     }
 }
 

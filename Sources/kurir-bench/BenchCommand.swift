@@ -141,10 +141,12 @@ struct Bench {
             rawFull = try SQLiteRate.measure(directory: work, full: true, seconds: 3, maxRows: 100_000)
             report.add("1", "SQLite one row per commit, synchronous=NORMAL", Report.rate(rawNormal, unit: "commits/s"), "", "")
             report.add("1", "SQLite one row per commit, synchronous=FULL", Report.rate(rawFull, unit: "commits/s"), "", "")
-            report.set("ceiling", [
-                "generator_alone_per_s": alone, "broker_relay_per_s": relay, "sqlite_normal_commits_per_s": rawNormal,
-                "sqlite_full_commits_per_s": rawFull,
-            ])
+            report.set(
+                "ceiling",
+                [
+                    "generator_alone_per_s": alone, "broker_relay_per_s": relay, "sqlite_normal_commits_per_s": rawNormal,
+                    "sqlite_full_commits_per_s": rawFull,
+                ])
         }
 
         // 2 + 5. Fast gateways, normal, at three sizes (the middle one is the headline figure).
@@ -215,7 +217,9 @@ struct Bench {
                 report.add("2", "  … against mqttwarn", "—", "≥ 3.5 ×", "NOT MEASURED \(peerNote)")
             }
             report.add("2", "  latency p50 / p99 / max", Report.latency(f.latency), "", "")
-            report.add("2", "  kurir CPU per 1,000 deliveries / peak RSS", "\(Report.fixed(f.cpuPer1000, 3)) s / \(Report.fixed(f.rssMiB, 1)) MiB", "", "")
+            report.add(
+                "2", "  kurir CPU per 1,000 deliveries / peak RSS",
+                "\(Report.fixed(f.cpuPer1000, 3)) s / \(Report.fixed(f.rssMiB, 1)) MiB", "", "")
             report.set("kurir_fast_normal", Self.json(f))
         }
 
@@ -226,7 +230,9 @@ struct Bench {
                 "2", "kurir, 0 ms gateways, full, \(f.count) requests: deliveries/s", Report.rate(f.rate),
                 "× raw FULL commits \(Report.ratio(f.rate / rawFull)) (≥ 0.50)", Report.verdict(f.rate / rawFull >= 0.5))
             report.add("2", "  latency p50 / p99 / max", Report.latency(f.latency), "", "")
-            report.add("2", "  kurir CPU per 1,000 deliveries / peak RSS", "\(Report.fixed(f.cpuPer1000, 3)) s / \(Report.fixed(f.rssMiB, 1)) MiB", "", "")
+            report.add(
+                "2", "  kurir CPU per 1,000 deliveries / peak RSS",
+                "\(Report.fixed(f.cpuPer1000, 3)) s / \(Report.fixed(f.rssMiB, 1)) MiB", "", "")
             report.set("kurir_fast_full", Self.json(f))
         }
 
@@ -299,12 +305,14 @@ struct Bench {
             }
         }
         if let peerFast {
-            report.add("6", "mqttwarn, 0 ms gateway (\(peerNote)): deliveries/s (counted at the gateway)", Report.rate(peerFast), "", "")
+            report.add(
+                "6", "mqttwarn, 0 ms gateway (\(peerNote)): deliveries/s (counted at the gateway)", Report.rate(peerFast), "", "")
         }
         if let peerRefused {
-            let kurirSide = kurirRefused.map {
-                "kurir (row 4): \($0.count - $0.failovers) of \($0.count) counted delivered by it, \($0.failovers) failed over"
-            } ?? "kurir: not run"
+            let kurirSide =
+                kurirRefused.map {
+                    "kurir (row 4): \($0.count - $0.failovers) of \($0.count) counted delivered by it, \($0.failovers) failed over"
+                } ?? "kurir: not run"
             report.add(
                 "6", "mqttwarn, gateway answering HTTP 200 status:false: reported delivered",
                 "\(peerRefused.reported) of \(peerRefused.count)", kurirSide, "")

@@ -26,7 +26,8 @@ struct Report {
         let widths = [width(\.section), width(\.what), width(\.figure), width(\.bar), width(\.verdict)]
         func row(_ l: Line) -> String {
             let cells = [l.section, l.what, l.figure, l.bar, l.verdict]
-            return "| " + zip(cells, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }
+            return "| "
+                + zip(cells, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }
                 .joined(separator: " | ") + " |"
         }
         var out = [title, row(header), "|" + widths.map { String(repeating: "-", count: $0 + 2) }.joined(separator: "|") + "|"]

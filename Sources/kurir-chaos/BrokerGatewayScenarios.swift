@@ -48,7 +48,8 @@ extension Suite {
         tally(world, requests, acked: ackedSet, into: &f)
         let received = world.count("SELECT COUNT(*) FROM whatsapp_notifications")
         f.notes.append(
-            "5 \(kill ? "kill -9" : "SIGTERM") of the broker (shipped mosquitto.conf); kurir received \(received) of the \(ackedSet.count) requests the broker acknowledged")
+            "5 \(kill ? "kill -9" : "SIGTERM") of the broker (shipped mosquitto.conf); kurir received \(received) of the \(ackedSet.count) requests the broker acknowledged"
+        )
         f.bar(f.duplicates == 0, "\(f.duplicates) duplicate sends (every request has an id)")
     }
 
@@ -92,7 +93,8 @@ extension Suite {
         f.bar(finishedWhileDown, "only \(sentWhileDown) deliveries finished while the broker was down")
         f.bar(eventsOK, "delivered events \(world.events.distinct("delivered")) < \(acked.count) after the broker returned")
         f.notes.append(
-            "broker down \(brokerDownSeconds) s with \(inFlightAtStop) deliveries unfinished; \(acked.count - eventsWhileDown) delivered events held in the outbox and published after it returned")
+            "broker down \(brokerDownSeconds) s with \(inFlightAtStop) deliveries unfinished; \(acked.count - eventsWhileDown) delivered events held in the outbox and published after it returned"
+        )
         await world.stopKurir()
         tally(world, requests, acked: acked, into: &f)
     }
@@ -129,25 +131,34 @@ extension Suite {
         let noUsableAnswer: Set<FakeBehaviour.Mode> = [.httpError, .garbage, .empty, .closeConnection, .neverAnswer, .drip]
         let failedAtPrimary = primary.filter { $0.answeredAs != .succeed }
         let unanswered = primary.filter { noUsableAnswer.contains($0.answeredAs) }.count
-        let sentViaPrimary = world.count("SELECT COUNT(*) FROM whatsapp_notifications WHERE status = 'sent' AND provider = 'fonnte'")
-        f.bar(sentViaPrimary <= primaryAccepted.count,
+        let sentViaPrimary = world.count(
+            "SELECT COUNT(*) FROM whatsapp_notifications WHERE status = 'sent' AND provider = 'fonnte'")
+        f.bar(
+            sentViaPrimary <= primaryAccepted.count,
             "\(sentViaPrimary) deliveries reported via the primary, which accepted only \(primaryAccepted.count)")
         let unknown = world.count("SELECT COUNT(*) FROM whatsapp_attempts WHERE provider = 'fonnte' AND outcome = 'unknown'")
         let refused = world.count("SELECT COUNT(*) FROM whatsapp_attempts WHERE provider = 'fonnte' AND outcome = 'refused'")
         let possibleDuplicates = world.events.snapshot.possibleDuplicates.count
         let expectedUnknown = unanswered
-        f.bar(unknown == expectedUnknown, "\(unknown) unknown primary attempts, the fake answered \(expectedUnknown) with no usable answer")
+        f.bar(
+            unknown == expectedUnknown,
+            "\(unknown) unknown primary attempts, the fake answered \(expectedUnknown) with no usable answer")
         // A delivery can have several unknown attempts (a retry round); it is flagged once.
         let withUnknown = world.count(
             "SELECT COUNT(DISTINCT notification_id) FROM whatsapp_attempts WHERE provider = 'fonnte' AND outcome = 'unknown'")
-        f.bar(possibleDuplicates == withUnknown, "\(possibleDuplicates) possible_duplicate deliveries, \(withUnknown) deliveries with an unknown attempt")
+        f.bar(
+            possibleDuplicates == withUnknown,
+            "\(possibleDuplicates) possible_duplicate deliveries, \(withUnknown) deliveries with an unknown attempt")
         if !mode.unknown && mode.name != "connection refused" {
-            f.bar(refused == failedAtPrimary.count, "\(refused) refused primary attempts, the fake refused \(failedAtPrimary.count)")
+            f.bar(
+                refused == failedAtPrimary.count, "\(refused) refused primary attempts, the fake refused \(failedAtPrimary.count)"
+            )
         }
         let slowest = world.count("SELECT COALESCE(MAX(latency_ms), 0) FROM whatsapp_attempts")
         f.bar(slowest <= (timeout + 1) * 1000, "slowest attempt \(slowest) ms > timeout + 1 s")
         f.notes.append(
-            "primary: \(primary.count) received, \(failedAtPrimary.count) failed; attempts unknown \(unknown), refused \(refused); possible_duplicate \(possibleDuplicates); slowest attempt \(slowest) ms")
+            "primary: \(primary.count) received, \(failedAtPrimary.count) failed; attempts unknown \(unknown), refused \(refused); possible_duplicate \(possibleDuplicates); slowest attempt \(slowest) ms"
+        )
     }
 
     /// Both gateways down for a window, then back: no loss, no retry storm, jittered retries, prompt recovery.
@@ -182,7 +193,9 @@ extension Suite {
         }
         let view = GatewayView(world.gateways)
         let worst = view.received.values.max() ?? 0
-        f.bar(view.total <= acked.count * 2 * rounds, "\(view.total) gateway requests > \(acked.count) × 2 gateways × \(rounds) rounds")
+        f.bar(
+            view.total <= acked.count * 2 * rounds,
+            "\(view.total) gateway requests > \(acked.count) × 2 gateways × \(rounds) rounds")
         f.bar(worst <= 2 * rounds, "a delivery hit the gateways \(worst) times (> 2 × \(rounds) rounds)")
         let lastAccepted = world.gateways.requests().filter(\.accepted).map(\.receivedAtMs).max() ?? 0
         let afterRecovery = lastAccepted - end
@@ -191,7 +204,8 @@ extension Suite {
         let spread = Set(retryAts).count
         f.bar(spread > retryAts.count / 2, "retry times not spread: \(spread) distinct of \(retryAts.count)")
         f.notes.append(
-            "\(view.total) gateway requests for \(acked.count) deliveries (bar \(acked.count * 2 * rounds)); \(spread) distinct retry times of \(retryAts.count); last delivery \(afterRecovery) ms after recovery")
+            "\(view.total) gateway requests for \(acked.count) deliveries (bar \(acked.count * 2 * rounds)); \(spread) distinct retry times of \(retryAts.count); last delivery \(afterRecovery) ms after recovery"
+        )
     }
 
     /// Every gateway refuses: after the last round exactly one final `failed` event and no further attempt.
@@ -222,12 +236,15 @@ extension Suite {
         let finals = world.events.snapshot.finalFailed
         f.lost = acked.count - finals.count
         f.bar(done, "not every delivery reached status failed")
-        f.bar(finals.count == acked.count && finals.values.allSatisfy { $0 == 1 }, "final failed events: \(finals.count) deliveries, counts \(Set(finals.values))")
+        f.bar(
+            finals.count == acked.count && finals.values.allSatisfy { $0 == 1 },
+            "final failed events: \(finals.count) deliveries, counts \(Set(finals.values))")
         f.bar(after == before, "\(after - before) gateway request(s) after the final failed event")
         let perTarget = Set(view.received.values)
         f.bar(perTarget == [6], "gateway requests per delivery \(perTarget), expected exactly 6 (3 rounds × 2 gateways)")
         f.bar(view.acceptedTotal == 0, "a refusing gateway was counted as delivering")
         f.bar(world.secretLeaks() == 0, "a canary secret leaked")
-        f.notes.append("\(view.total) gateway requests, \(finals.count) final failed events, \(after - before) after the last round")
+        f.notes.append(
+            "\(view.total) gateway requests, \(finals.count) final failed events, \(after - before) after the last round")
     }
 }

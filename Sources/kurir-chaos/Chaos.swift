@@ -81,7 +81,9 @@ enum Report {
     }
 
     static func table(_ results: [Figures]) -> String {
-        let header = ["scenario", "requests", "acknowledged", "delivered", "lost", "duplicate sends", "rejected", "wall time", "result"]
+        let header = [
+            "scenario", "requests", "acknowledged", "delivered", "lost", "duplicate sends", "rejected", "wall time", "result",
+        ]
         var rows = [header]
         for r in results {
             rows.append([
@@ -92,10 +94,13 @@ enum Report {
         let widths = header.indices.map { i in rows.map { $0[i].count }.max() ?? 0 }
         var out = ""
         for (n, row) in rows.enumerated() {
-            out += "| " + row.enumerated().map { i, cell in
-                i == 0 ? cell.padding(toLength: widths[i], withPad: " ", startingAt: 0)
-                    : String(repeating: " ", count: widths[i] - cell.count) + cell
-            }.joined(separator: " | ") + " |\n"
+            out +=
+                "| "
+                + row.enumerated().map { i, cell in
+                    i == 0
+                        ? cell.padding(toLength: widths[i], withPad: " ", startingAt: 0)
+                        : String(repeating: " ", count: widths[i] - cell.count) + cell
+                }.joined(separator: " | ") + " |\n"
             if n == 0 { out += "|" + widths.map { String(repeating: "-", count: $0 + 2) }.joined(separator: "|") + "|\n" }
         }
         var notes = ""

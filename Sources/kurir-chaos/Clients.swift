@@ -217,8 +217,11 @@ final class EventRecorder: Sendable {
                 s.eventIDs[eventID, default: 0] += 1
                 if kind == "delivered", json["possible_duplicate"] == .bool(true) { s.possibleDuplicates.insert(id) }
                 if kind == "failed" {
-                    if json["retry_at"] == .null { s.finalFailed[id, default: 0] += 1 }
-                    else if let at = json["retry_at"]?.stringValue { s.failedRetryAts.append(at) }
+                    if json["retry_at"] == .null {
+                        s.finalFailed[id, default: 0] += 1
+                    } else if let at = json["retry_at"]?.stringValue {
+                        s.failedRetryAts.append(at)
+                    }
                 }
             }
         }
@@ -237,7 +240,9 @@ final class EventRecorder: Sendable {
 
     /// Request ids (prefix before "|") with a `kind` event.
     func ids(_ kind: String) -> Set<String> {
-        seen.withLock { Set(($0.byKind[kind] ?? [:]).keys.map { String($0.split(separator: "|", omittingEmptySubsequences: false)[0]) }) }
+        seen.withLock {
+            Set(($0.byKind[kind] ?? [:]).keys.map { String($0.split(separator: "|", omittingEmptySubsequences: false)[0]) })
+        }
     }
 
     func waitSubscribed() async -> Bool { await waitUntil(timeout: .seconds(10)) { seen.withLock { $0.subscribed } } }

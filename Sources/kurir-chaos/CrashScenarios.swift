@@ -29,7 +29,9 @@ extension Suite {
         f.notes.append("\(kills) kills; \(interrupted) attempt(s) in flight at a kill (recorded unknown)")
         f.bar(kills == 20, "only \(kills) kills happened")
         f.bar(f.duplicates <= interrupted, "\(f.duplicates) duplicate sends > \(interrupted) attempts in flight at a kill")
-        f.bar(world.events.distinct("delivered") >= ackedSet.count, "delivered events \(world.events.distinct("delivered")) < \(ackedSet.count)")
+        f.bar(
+            world.events.distinct("delivered") >= ackedSet.count,
+            "delivered events \(world.events.distinct("delivered")) < \(ackedSet.count)")
         integrity(world, &f)
     }
 
@@ -55,21 +57,32 @@ extension Suite {
         f.bar(rows == requests.count, "\(rows) rows for \(requests.count) requests (redelivery not deduplicated)")
         // Every attempt in flight at the crash is recorded unknown ("interrupted"); only those may repeat.
         let flagged = world.count(
-            "SELECT COUNT(DISTINCT notification_id) FROM whatsapp_attempts WHERE outcome = 'unknown' AND notification_id IN (SELECT id FROM whatsapp_notifications WHERE status = 'sent')")
+            "SELECT COUNT(DISTINCT notification_id) FROM whatsapp_attempts WHERE outcome = 'unknown' AND notification_id IN (SELECT id FROM whatsapp_notifications WHERE status = 'sent')"
+        )
         let neverLeft = point == "before-http" ? 1 : 0
-        f.bar(f.duplicates <= interrupted - neverLeft, "\(f.duplicates) duplicate sends > \(interrupted - neverLeft) attempts that may have reached a gateway")
-        f.bar(snapshot.possibleDuplicates.count == flagged, "\(snapshot.possibleDuplicates.count) possible_duplicate deliveries, \(flagged) with an unknown attempt")
+        f.bar(
+            f.duplicates <= interrupted - neverLeft,
+            "\(f.duplicates) duplicate sends > \(interrupted - neverLeft) attempts that may have reached a gateway")
+        f.bar(
+            snapshot.possibleDuplicates.count == flagged,
+            "\(snapshot.possibleDuplicates.count) possible_duplicate deliveries, \(flagged) with an unknown attempt")
         switch point {
         case "intake-before-commit", "intake-after-commit":
-            f.notes.append("redelivered request deduplicated: \(rows) rows for \(requests.count) requests; \(interrupted) attempt(s) in flight")
+            f.notes.append(
+                "redelivered request deduplicated: \(rows) rows for \(requests.count) requests; \(interrupted) attempt(s) in flight"
+            )
         case "before-http", "after-http":
             f.bar(interrupted >= 1, "no attempt recorded as interrupted")
-            f.notes.append("\(interrupted) attempt(s) recorded unknown/interrupted; \(f.duplicates) duplicate send(s), \(flagged) delivered with possible_duplicate")
+            f.notes.append(
+                "\(interrupted) attempt(s) recorded unknown/interrupted; \(f.duplicates) duplicate send(s), \(flagged) delivered with possible_duplicate"
+            )
         default:
             f.bar(republished >= 1, "no event re-published with the same event_id")
             f.notes.append("\(republished) event(s) re-published with the same event_id")
         }
-        f.bar(world.events.distinct("delivered") >= acked.count, "delivered events \(world.events.distinct("delivered")) < \(acked.count)")
+        f.bar(
+            world.events.distinct("delivered") >= acked.count,
+            "delivered events \(world.events.distinct("delivered")) < \(acked.count)")
         integrity(world, &f)
     }
 
@@ -82,7 +95,9 @@ extension Suite {
         let acked = await world.producer.publishAll(requests, timeout: .seconds(120))
         let status = await world.reapKurir(timeout: .seconds(60))
         let fullLines = world.log().split(separator: "\n").filter { $0.contains("store full") }
-        f.bar(status != nil && status != 0, "kurir did not exit non-zero when the store was full (status \(String(describing: status)))")
+        f.bar(
+            status != nil && status != 0,
+            "kurir did not exit non-zero when the store was full (status \(String(describing: status)))")
         f.bar(fullLines.count == 1, "\(fullLines.count) 'store full' lines, expected exactly 1")
         let rowsAtFull = world.count("SELECT COUNT(*) FROM whatsapp_notifications")
         f.notes.append("store full after \(rowsAtFull) rows: \(fullLines.first.map { String($0.suffix(110)) } ?? "-")")
@@ -112,7 +127,8 @@ extension Suite {
         f.bar(status == 1, "second kurir exit status \(String(describing: status)), expected 1")
         f.bar(took < .seconds(1), "second kurir took \(Report.seconds(took)) to exit")
         f.bar(second.output().contains("lock"), "second kurir's message does not name the lock: \(second.output().suffix(200))")
-        f.notes.append("second kurir: \(second.output().split(separator: "\n").last.map(String.init) ?? "") (\(Report.seconds(took)))")
+        f.notes.append(
+            "second kurir: \(second.output().split(separator: "\n").last.map(String.init) ?? "") (\(Report.seconds(took)))")
         let requests = (0..<n(50)).map { ChaosRequest.simple($0, scenario: "si") }
         let acked = await world.producer.publishAll(requests, timeout: .seconds(30))
         _ = await waitAllSent(world, acked.count, timeout: .seconds(30))

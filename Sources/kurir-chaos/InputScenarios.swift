@@ -23,10 +23,12 @@ struct HostileGenerator {
         // Valid, in many shapes.
         case 0: return valid(#"{"id":"\#(id)","target":"\#(a)","message":"plain"}"#, [a])
         case 1: return valid(#"{"id":"\#(id)","target":"\#(a), \#(b)","message":"comma list"}"#, [a, b])
-        case 2: return valid(#"{"id":"\#(id)","target":["\#(a)","\#(b)"],"message":"array","extra":{"x":[1,2,3]},"z":null}"#, [a, b])
+        case 2:
+            return valid(#"{"id":"\#(id)","target":["\#(a)","\#(b)"],"message":"array","extra":{"x":[1,2,3]},"z":null}"#, [a, b])
         case 3:
             let local = "0" + a.dropFirst(2)
-            return valid(#"{"id":"\#(id)","target":"(\#(local.prefix(4))) \#(local.dropFirst(4))","message":"local format"}"#, [a])
+            return valid(
+                #"{"id":"\#(id)","target":"(\#(local.prefix(4))) \#(local.dropFirst(4))","message":"local format"}"#, [a])
         case 4: return valid(#"{"id":"\#(id)","target":"+\#(a)","message":"\#(String(repeating: "é", count: 4096))"}"#, [a])
         case 5: return valid(#"{"id":"\#(id)","target":"\#(a)","message":"template {{name}} \#(b)|Budi, \#(b) %0A\n text"}"#, [a])
         case 6:
@@ -36,7 +38,8 @@ struct HostileGenerator {
             return valid(head + pad + #""}"#, [a])
         // Invalid: not JSON or not an object.
         case 7: return invalid((0..<Int.random(in: 1...300, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) })
-        case 8: return invalid([0x7b, 0x22, 0x74, 0x61, 0x72, 0x67, 0x65, 0x74, 0x22, 0x3a, 0x22, 0xff, 0xfe, 0x22, 0x7d])  // {"target":"\xff\xfe"}
+        // {"target":"\xff\xfe"}
+        case 8: return invalid([0x7b, 0x22, 0x74, 0x61, 0x72, 0x67, 0x65, 0x74, 0x22, 0x3a, 0x22, 0xff, 0xfe, 0x22, 0x7d])
         case 9: return invalid(String(repeating: "[", count: 5000) + String(repeating: "]", count: 5000))
         case 10: return invalid(#"{"id":"\#(id)","target":"\#(a)","target":"\#(b)","message":"dup keys"}"#)
         case 11: return invalid(#"{"id":"\#(id)","target":1e999,"message":"huge number"}"#)
@@ -72,7 +75,9 @@ extension Suite {
         _ = await waitAllSent(world, validTargets, timeout: .seconds(240))
         _ = await world.waitForCount(
             "SELECT COUNT(*) FROM whatsapp_notifications WHERE status = 'rejected'", atLeast: invalid, timeout: .seconds(60))
-        _ = await waitUntil(timeout: .seconds(60)) { world.events.snapshot.byKind["rejected"]?.values.reduce(0, +) ?? 0 >= invalid }
+        _ = await waitUntil(timeout: .seconds(60)) {
+            world.events.snapshot.byKind["rejected"]?.values.reduce(0, +) ?? 0 >= invalid
+        }
         f.bar(world.kurir?.isRunning == true, "kurir crashed")
         await world.stopKurir()
         tally(world, requests, acked: acked, into: &f)
@@ -96,8 +101,11 @@ extension Suite {
         let directory = root + "/fuzz"
         try FileManager.default.createDirectory(atPath: directory + "/corpus", withIntermediateDirectories: true)
         let (status, output) = try await runTool(
-            binary, ["-max_total_time=20", "-max_len=4096", "-print_final_stats=1", directory + "/corpus",
-                     FileManager.default.currentDirectoryPath + "/fuzz/seeds"],
+            binary,
+            [
+                "-max_total_time=20", "-max_len=4096", "-print_final_stats=1", directory + "/corpus",
+                FileManager.default.currentDirectoryPath + "/fuzz/seeds",
+            ],
             in: directory, timeout: .seconds(60))
         let runs = output.split(separator: "\n").first { $0.contains("stat::number_of_executed_units") }
         f.requests = Int(runs?.split(separator: ":").last?.trimmingCharacters(in: .whitespaces) ?? "") ?? 0

@@ -7,16 +7,24 @@ extension Suite {
     func makePKI(in dir: String) async throws {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let steps: [[String]] = [
-            ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=kurir chaos CA",
-             "-keyout", "ca.key", "-out", "ca.crt"],
-            ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=other CA",
-             "-keyout", "other.key", "-out", "other.crt"],
+            [
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=kurir chaos CA",
+                "-keyout", "ca.key", "-out", "ca.crt",
+            ],
+            [
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=other CA",
+                "-keyout", "other.key", "-out", "other.crt",
+            ],
             ["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "server.key", "-out", "server.csr"],
-            ["x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
-             "-extfile", "good.ext", "-out", "server.crt"],
+            [
+                "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
+                "-extfile", "good.ext", "-out", "server.crt",
+            ],
             ["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=wrong.example", "-keyout", "wrong.key", "-out", "wrong.csr"],
-            ["x509", "-req", "-in", "wrong.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
-             "-extfile", "wrong.ext", "-out", "wrong.crt"],
+            [
+                "x509", "-req", "-in", "wrong.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
+                "-extfile", "wrong.ext", "-out", "wrong.crt",
+            ],
         ]
         try "subjectAltName=IP:127.0.0.1,DNS:localhost\n".write(toFile: dir + "/good.ext", atomically: true, encoding: .utf8)
         try "subjectAltName=DNS:wrong.example\n".write(toFile: dir + "/wrong.ext", atomically: true, encoding: .utf8)
@@ -34,7 +42,8 @@ extension Suite {
         try await makePKI(in: pki)
         let password = dir + "/passwd"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let (pwStatus, pwOut) = try await runTool("/usr/bin/mosquitto_passwd", ["-b", "-c", password, "kurir", Canary.brokerPassword], in: dir)
+        let (pwStatus, pwOut) = try await runTool(
+            "/usr/bin/mosquitto_passwd", ["-b", "-c", password, "kurir", Canary.brokerPassword], in: dir)
         guard pwStatus == 0 else { throw ChaosError("mosquitto_passwd failed: \(pwOut)") }
         let tlsPort = try freePort()
         let wrongNamePort = try freePort()
@@ -55,7 +64,8 @@ extension Suite {
         defer { Task { await broker.kill() } }
         let gateways = try await FakeGateway.start()
         defer { Task { try? await gateways.stop() } }
-        let events = try EventRecorder(port: broker.port, canaries: Canary.all, username: "kurir", password: Canary.brokerPassword)
+        let events = try EventRecorder(
+            port: broker.port, canaries: Canary.all, username: "kurir", password: Canary.brokerPassword)
         defer { events.stop() }
         let producer = try Producer(port: broker.port, username: "kurir", password: Canary.brokerPassword)
         defer { producer.stop() }
@@ -95,9 +105,18 @@ extension Suite {
 
         // 2–4. Wrong CA, wrong host name, wrong password: refused, one line each try, retried with backoff.
         let cases: [(String, [String: String], String)] = [
-            ("wrong-ca", env("mqtts://127.0.0.1:\(tlsPort)", ca: pki + "/other.crt", password: Canary.brokerPassword), "certificate"),
-            ("wrong-name", env("mqtts://127.0.0.1:\(wrongNamePort)", ca: pki + "/ca.crt", password: Canary.brokerPassword), "certificate"),
-            ("wrong-password", env("mqtts://127.0.0.1:\(tlsPort)", ca: pki + "/ca.crt", password: "CANARY-wrong-pw-0d1e"), "not authori"),
+            (
+                "wrong-ca", env("mqtts://127.0.0.1:\(tlsPort)", ca: pki + "/other.crt", password: Canary.brokerPassword),
+                "certificate"
+            ),
+            (
+                "wrong-name", env("mqtts://127.0.0.1:\(wrongNamePort)", ca: pki + "/ca.crt", password: Canary.brokerPassword),
+                "certificate"
+            ),
+            (
+                "wrong-password", env("mqtts://127.0.0.1:\(tlsPort)", ca: pki + "/ca.crt", password: "CANARY-wrong-pw-0d1e"),
+                "not authori"
+            ),
         ]
         for (name, environment, _) in cases {
             let child = try launch(name, environment)
@@ -108,13 +127,20 @@ extension Suite {
             child.signal(SIGTERM)
             let status = await child.waitForExit(timeout: .seconds(15))
             if status == nil { child.kill9() }
-            let refusedLines = output.split(separator: "\n").filter { $0.contains("MQTT") && ($0.contains("refused") || $0.contains("failed") || $0.contains("lost")) }
+            let refusedLines = output.split(separator: "\n").filter {
+                $0.contains("MQTT") && ($0.contains("refused") || $0.contains("failed") || $0.contains("lost"))
+            }
             f.bar(!output.contains("subscribed to"), "\(name): kurir connected anyway")
             f.bar(running, "\(name): kurir exited instead of retrying")
-            f.bar(refusedLines.count >= 2, "\(name): \(refusedLines.count) connection failure line(s) in 9 s (expected retries with backoff, said in a line)")
+            f.bar(
+                refusedLines.count >= 2,
+                "\(name): \(refusedLines.count) connection failure line(s) in 9 s (expected retries with backoff, said in a line)"
+            )
             f.bar(refusedLines.count <= 8, "\(name): \(refusedLines.count) failure lines in 9 s (no backoff)")
             f.bar(!output.contains("CANARY-wrong-pw-0d1e"), "\(name): the password appears in the log")
-            f.notes.append("\(name): \(refusedLines.count) line(s) in 9 s, e.g. \(refusedLines.first.map { String($0.suffix(120)) } ?? "none")")
+            f.notes.append(
+                "\(name): \(refusedLines.count) line(s) in 9 s, e.g. \(refusedLines.first.map { String($0.suffix(120)) } ?? "none")"
+            )
         }
         let leaks = logs.reduce(0) { sum, text in sum + Canary.all.filter { text.contains($0) }.count } + events.snapshot.leaks
         f.bar(leaks == 0, "a canary secret leaked into a log or an event")
@@ -127,7 +153,9 @@ extension Suite {
         let port = try freePort()
         let server = try ChildProcess.launch(
             executable: "/usr/bin/openssl",
-            arguments: ["s_server", "-accept", "127.0.0.1:\(port)", "-cert", pki + "/server.crt", "-key", pki + "/server.key", "-www"],
+            arguments: [
+                "s_server", "-accept", "127.0.0.1:\(port)", "-cert", pki + "/server.crt", "-key", pki + "/server.key", "-www",
+            ],
             environment: [:], logPath: pki + "/s_server.log", currentDirectory: pki)
         defer { server.kill9() }
         _ = await waitUntil(timeout: .seconds(10)) { canConnect(port: port) }
@@ -142,7 +170,10 @@ extension Suite {
         f.bar(!serverLog.contains("POST") && !serverLog.contains("Authorization"), "the untrusted server received a request")
         let refused = world.count("SELECT COUNT(*) FROM whatsapp_attempts WHERE provider = 'fonnte' AND outcome = 'refused'")
         f.bar(refused == acked.count, "\(refused) refused attempts at the untrusted gateway, expected \(acked.count)")
-        let error = (try? world.query { db in try String.fetchOne(db, sql: "SELECT error FROM whatsapp_attempts WHERE provider = 'fonnte' LIMIT 1") }) ?? nil
+        let error =
+            (try? world.query { db in
+                try String.fetchOne(db, sql: "SELECT error FROM whatsapp_attempts WHERE provider = 'fonnte' LIMIT 1")
+            }) ?? nil
         f.notes.append("untrusted HTTPS gateway: \(refused) attempts refused (\(error ?? "?")), all delivered via the backup")
     }
 
@@ -160,9 +191,17 @@ extension Suite {
             ("gopher:// URL", ["WHATSAPP_API_URL": "gopher://127.0.0.1:70/_POST"], "WHATSAPP_API_URL"),
             ("token with line break", ["WHATSAPP_API_TOKEN": Canary.fonnte + "\r\nX-Injected: 1"], "WHATSAPP_API_TOKEN"),
             ("secret set twice", ["WHATSAPP_API_TOKEN_FILE": dir + "/token"], "WHATSAPP_API_TOKEN"),
-            ("broker password twice", ["MQTT_PASSWORD": Canary.brokerPassword, "MQTT_PASSWORD_FILE": dir + "/token"], "MQTT_PASSWORD"),
-            ("backup file:// URL", ["WHATSAPP_BACKUP_PROVIDER": "wablas", "WHATSAPP_BACKUP_API_TOKEN": Canary.wablas,
-                                    "WHATSAPP_BACKUP_API_URL": "file:///etc/shadow"], "WHATSAPP_BACKUP_API_URL"),
+            (
+                "broker password twice", ["MQTT_PASSWORD": Canary.brokerPassword, "MQTT_PASSWORD_FILE": dir + "/token"],
+                "MQTT_PASSWORD"
+            ),
+            (
+                "backup file:// URL",
+                [
+                    "WHATSAPP_BACKUP_PROVIDER": "wablas", "WHATSAPP_BACKUP_API_TOKEN": Canary.wablas,
+                    "WHATSAPP_BACKUP_API_URL": "file:///etc/shadow",
+                ], "WHATSAPP_BACKUP_API_URL"
+            ),
         ]
         f.requests = attacks.count
         for (name, extra, variable) in attacks {
@@ -176,7 +215,8 @@ extension Suite {
             let output = child.output()
             let lines = output.split(separator: "\n")
             f.bar(status == 2, "\(name): exit status \(String(describing: status)), expected 2")
-            f.bar(lines.count == 1 && output.contains(variable), "\(name): not one line naming \(variable): \(output.prefix(200))")
+            f.bar(
+                lines.count == 1 && output.contains(variable), "\(name): not one line naming \(variable): \(output.prefix(200))")
             f.bar(!Canary.all.contains(where: output.contains), "\(name): the secret appears in the message")
             if status == 2 { f.rejected += 1 }
             f.notes.append("\(name): \(lines.first.map { String($0.prefix(110)) } ?? "")")
@@ -193,11 +233,23 @@ extension Suite {
         let target = ChaosRequest.number(1)
         let payloads: [(String, String, Bool)] = [
             ("notify/whatsapp/inj/\nFORGED \(fake)", #"{"id":"inj-0","target":"\#(target)","message":"route"}"#, true),
-            ("notify/whatsapp/inj", #"{"id":"inj-1\n\#(escapedFake)","target":"\#(ChaosRequest.number(2))","message":"\#(escapedFake)"}"#, false),
-            ("notify/whatsapp/inj", #"{"id":"inj-2","target":"\#(ChaosRequest.number(3))","message":"line\nFORGED \#(escapedFake)"}"#, true),
+            (
+                "notify/whatsapp/inj",
+                #"{"id":"inj-1\n\#(escapedFake)","target":"\#(ChaosRequest.number(2))","message":"\#(escapedFake)"}"#, false
+            ),
+            (
+                "notify/whatsapp/inj",
+                #"{"id":"inj-2","target":"\#(ChaosRequest.number(3))","message":"line\nFORGED \#(escapedFake)"}"#, true
+            ),
             ("notify/whatsapp/inj", #"{"id":"inj-3","target":"\#(ChaosRequest.number(4))\nFORGED","message":"x"}"#, false),
-            ("notify/whatsapp/inj", #"{"id":"inj-4","target":"\#(ChaosRequest.number(5))","message":"x","reply_to":"a/\nFORGED"}"#, false),
-            ("notify/whatsapp/inj\r\nFORGED", #"{"id":"inj-5\u001b[31m","target":"\#(ChaosRequest.number(6))","message":"\u001b[31mred"}"#, false),
+            (
+                "notify/whatsapp/inj",
+                #"{"id":"inj-4","target":"\#(ChaosRequest.number(5))","message":"x","reply_to":"a/\nFORGED"}"#, false
+            ),
+            (
+                "notify/whatsapp/inj\r\nFORGED",
+                #"{"id":"inj-5\u001b[31m","target":"\#(ChaosRequest.number(6))","message":"\u001b[31mred"}"#, false
+            ),
         ]
         for (i, p) in payloads.enumerated() {
             requests.append(ChaosRequest(index: i, id: nil, topic: p.0, payload: Array(p.1.utf8), targets: [], valid: false))
@@ -208,14 +260,18 @@ extension Suite {
         var acked = await world.producer.publishAll(plain, timeout: .seconds(30))
         for request in requests where !plain.contains(where: { $0.index == request.index }) {
             let producer = try Producer(port: world.broker.port)
-            if await producer.publishAll([ChaosRequest(index: 0, id: nil, topic: request.topic, payload: request.payload, targets: [], valid: false)], timeout: .seconds(3)).contains(0) {
+            if await producer.publishAll(
+                [ChaosRequest(index: 0, id: nil, topic: request.topic, payload: request.payload, targets: [], valid: false)],
+                timeout: .seconds(3)
+            ).contains(0) {
                 acked.insert(request.index)
             }
             producer.stop()
         }
         f.requests = requests.count
         f.acknowledged = acked.count
-        f.notes.append("\(requests.count - acked.count) request(s) with control characters in the topic refused by the broker itself")
+        f.notes.append(
+            "\(requests.count - acked.count) request(s) with control characters in the topic refused by the broker itself")
         _ = await waitUntil(timeout: .seconds(20)) {
             world.count("SELECT COUNT(*) FROM whatsapp_notifications WHERE status IN ('sent','rejected')") >= acked.count
         }
@@ -255,7 +311,9 @@ extension Suite {
         tally(world, requests, acked: acked, into: &f)
         let dockerfile = (try? String(contentsOfFile: "docker/Dockerfile", encoding: .utf8)) ?? ""
         let user = dockerfile.split(separator: "\n").last { $0.hasPrefix("USER ") }.map(String.init) ?? ""
-        f.bar(!user.isEmpty && !user.contains("root") && !user.hasPrefix("USER 0"), "Dockerfile's last USER is \(user.isEmpty ? "missing" : user)")
+        f.bar(
+            !user.isEmpty && !user.contains("root") && !user.hasPrefix("USER 0"),
+            "Dockerfile's last USER is \(user.isEmpty ? "missing" : user)")
         f.notes.append("Dockerfile: \(user)")
     }
 }

@@ -66,7 +66,9 @@ final class Suite: @unchecked Sendable {
         open = []
         figures.wall = ContinuousClock.now - started
         FileHandle.standardError.write(
-            Data("chaos: \(name): \(figures.failures.isEmpty ? "ok" : "FAIL \(figures.failures)") in \(Report.seconds(figures.wall))\n".utf8))
+            Data(
+                "chaos: \(name): \(figures.failures.isEmpty ? "ok" : "FAIL \(figures.failures)") in \(Report.seconds(figures.wall))\n"
+                    .utf8))
         results.append(figures)
     }
 
@@ -108,12 +110,15 @@ final class Suite: @unchecked Sendable {
     }
 
     func integrity(_ world: World, _ f: inout Figures) {
-        let check = (try? world.query { db in try String.fetchAll(db, sql: "PRAGMA integrity_check").joined(separator: ";") }) ?? "unreadable"
+        let check =
+            (try? world.query { db in try String.fetchAll(db, sql: "PRAGMA integrity_check").joined(separator: ";") })
+            ?? "unreadable"
         f.bar(check == "ok", "integrity_check: \(check)")
     }
 
     func waitAllSent(_ world: World, _ count: Int, timeout: Duration = .seconds(180)) async -> Bool {
-        await world.waitForCount("SELECT COUNT(*) FROM whatsapp_notifications WHERE status = 'sent'", atLeast: count, timeout: timeout)
+        await world.waitForCount(
+            "SELECT COUNT(*) FROM whatsapp_notifications WHERE status = 'sent'", atLeast: count, timeout: timeout)
     }
 
     func waitEvents(_ world: World, kind: String, count: Int, timeout: Duration = .seconds(60)) async -> Bool {

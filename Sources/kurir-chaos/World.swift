@@ -172,7 +172,9 @@ final class World: @unchecked Sendable {
     func shutdown() async {
         if let kurir, kurir.isRunning {
             kurir.signal(SIGTERM)
-            if await kurir.waitForExit(timeout: .seconds(10)) == nil { kurir.kill9(); _ = await kurir.waitForExit(timeout: .seconds(5)) }
+            if await kurir.waitForExit(timeout: .seconds(10)) == nil {
+                kurir.kill9(); _ = await kurir.waitForExit(timeout: .seconds(5))
+            }
         }
         kurir = nil
         producer.stop()
@@ -192,7 +194,9 @@ struct GatewayView {
     init(_ gateways: FakeGateway) {
         for request in gateways.requests() {
             let raw = request.fields["target"] ?? request.fields["phone"] ?? request.fields["phone_no"] ?? "?"
-            let target = String(raw.unicodeScalars.filter { $0.properties.numericType != nil || $0 == "," || $0 == "|" || $0 == "@" }.map(Character.init))
+            let target = String(
+                raw.unicodeScalars.filter { $0.properties.numericType != nil || $0 == "," || $0 == "|" || $0 == "@" }.map(
+                    Character.init))
             total += 1
             received[target, default: 0] += 1
             if request.accepted {

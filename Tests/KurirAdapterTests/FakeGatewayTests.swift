@@ -286,14 +286,22 @@ struct FakeGatewayTests {
                 #expect(json["message"] as? String == "device disconnected")
             }
             #expect(gw.acceptedCount() == 0)
-            #expect(gw.stats()[provider] == { var s = FakeGatewayStats(); s.received = 1; s.refused = 1; return s }())
+            #expect(
+                gw.stats()[provider]
+                    == {
+                        var s = FakeGatewayStats(); s.received = 1; s.refused = 1; return s
+                    }())
             #expect(gw.requests(provider).first?.answeredAs == .refuse)
         }
     }
 
     @Test(arguments: [400, 500])
     func wablasRefusalWithErrorStatusKeepsTheBody(_ status: Int) async throws {
-        try await withGateway([.wablas: behaviour(.refuse) { $0.reason = "device not found"; $0.httpStatus = status }]) { gw in
+        try await withGateway([
+            .wablas: behaviour(.refuse) {
+                $0.reason = "device not found"; $0.httpStatus = status
+            }
+        ]) { gw in
             let reply = await call(gw, sendRequest(.wablas))
             #expect(reply.status == status)
             #expect(reply.bodyText == #"{"status":false,"message":"device not found"}"#)
@@ -417,7 +425,11 @@ struct FakeGatewayTests {
     }
 
     @Test func failureFractionFailsExactlyThatShareOnAKeepAliveConnection() async throws {
-        try await withGateway([.fonnte: behaviour(.succeed) { $0.failureFraction = 0.25; $0.reason = "insufficient quota" }]) { gw in
+        try await withGateway([
+            .fonnte: behaviour(.succeed) {
+                $0.failureFraction = 0.25; $0.reason = "insufficient quota"
+            }
+        ]) { gw in
             let replies = await exchange(port: gw.port, Array(repeating: sendRequest(.fonnte), count: 20))
             #expect(replies.count == 20)
             let refused = replies.filter { $0.json?["status"] as? Bool == false }
@@ -433,11 +445,15 @@ struct FakeGatewayTests {
         try await withGateway { gw in
             let now = nowMs()
             gw.setBehaviour(
-                behaviour(.succeed) { $0.outageStartMs = now - 1_000; $0.outageEndMs = now + 60_000; $0.failureMode = .httpError },
+                behaviour(.succeed) {
+                    $0.outageStartMs = now - 1_000; $0.outageEndMs = now + 60_000; $0.failureMode = .httpError
+                },
                 for: .wablas)
             #expect(await call(gw, sendRequest(.wablas)).status == 500)
             gw.setBehaviour(
-                behaviour(.succeed) { $0.outageStartMs = now - 60_000; $0.outageEndMs = now - 1_000; $0.failureMode = .httpError },
+                behaviour(.succeed) {
+                    $0.outageStartMs = now - 60_000; $0.outageEndMs = now - 1_000; $0.failureMode = .httpError
+                },
                 for: .wablas)
             #expect(await call(gw, sendRequest(.wablas)).json?["status"] as? Bool == true)
             gw.setBehaviour(behaviour(.succeed) { $0.outageStartMs = now - 1_000 }, for: .wablas)
@@ -454,7 +470,9 @@ struct FakeGatewayTests {
                 gw,
                 httpRequest(
                     "POST", "/fonnte/send?debug=1",
-                    headers: [("Authorization", "tok-f"), ("Content-Type", "application/x-www-form-urlencoded"), ("X-Trace", "abc")],
+                    headers: [
+                        ("Authorization", "tok-f"), ("Content-Type", "application/x-www-form-urlencoded"), ("X-Trace", "abc"),
+                    ],
                     body: "target=120363043218123456%40g.us&message=Tom+%26+Jerry%0Aline2&countryCode=0"))
             _ = await call(
                 gw,
@@ -499,7 +517,8 @@ struct FakeGatewayTests {
     @Test func controlEndpointSetsAndResetsBehaviour() async throws {
         try await withGateway { gw in
             let set = await call(
-                gw, httpRequest("POST", "/_control/wablas", body: #"{"mode":"refuse","reason":"device not found","httpStatus":500}"#))
+                gw,
+                httpRequest("POST", "/_control/wablas", body: #"{"mode":"refuse","reason":"device not found","httpStatus":500}"#))
             #expect(set.status == 200)
             #expect(gw.behaviour(for: .wablas).mode == .refuse)
             #expect(gw.behaviour(for: .wablas).latencyMs == 0)
@@ -522,7 +541,9 @@ struct FakeGatewayTests {
     }
 
     @Test func controlOverridesKeepTheStartingTokenAndResetRestoresIt() async throws {
-        let start = behaviour(.succeed) { $0.expectedToken = "start-token"; $0.latencyMs = 1 }
+        let start = behaviour(.succeed) {
+            $0.expectedToken = "start-token"; $0.latencyMs = 1
+        }
         try await withGateway([.fonnte: start]) { gw in
             _ = await call(gw, httpRequest("POST", "/_control/fonnte", body: #"{"mode":"refuse","reason":"quota"}"#))
             #expect(gw.behaviour(for: .fonnte).expectedToken == "start-token")
@@ -567,7 +588,8 @@ struct FakeGatewayTests {
 
     @Test func statsEndpointCountsPerProvider() async throws {
         try await withGateway([.wablas: behaviour(.refuse), .woowa: behaviour(.garbage)]) { gw in
-            _ = await exchange(port: gw.port, [sendRequest(.fonnte), sendRequest(.fonnte), sendRequest(.wablas), sendRequest(.woowa)])
+            _ = await exchange(
+                port: gw.port, [sendRequest(.fonnte), sendRequest(.fonnte), sendRequest(.wablas), sendRequest(.woowa)])
             let stats = try #require(await call(gw, httpRequest("GET", "/_stats")).json)
             #expect(stats["fonnte"] as? [String: Int] == ["received": 2, "accepted": 2, "refused": 0])
             #expect(stats["wablas"] as? [String: Int] == ["received": 1, "accepted": 0, "refused": 1])

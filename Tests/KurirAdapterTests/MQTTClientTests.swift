@@ -51,7 +51,8 @@ private struct Wired {
         throws
     {
         MQTTGlobal.initialize()
-        client = try MQTTClient(options: MQTTConnectOptions(host: "127.0.0.1", port: port, clientID: clientID, cleanSession: cleanSession))
+        client = try MQTTClient(
+            options: MQTTConnectOptions(host: "127.0.0.1", port: port, clientID: clientID, cleanSession: cleanSession))
         let messages = self.messages
         let connects = self.connects
         let disconnects = self.disconnects
@@ -136,7 +137,10 @@ struct MQTTClientTests {
         let second = try Wired(port: broker.port, clientID: clientID)
         try second.client.start()
         defer { second.client.stop() }
-        #expect(await second.messages.wait { $0.filter { $0.topic.hasPrefix("kurir-test/away/") && $0.topic != "kurir-test/away/probe" }.count >= 5 })
+        #expect(
+            await second.messages.wait {
+                $0.filter { $0.topic.hasPrefix("kurir-test/away/") && $0.topic != "kurir-test/away/probe" }.count >= 5
+            })
         let topics = Set(second.messages.all.map(\.topic))
         #expect(topics.isSuperset(of: (0..<5).map { "kurir-test/away/\($0)" }))
     }
@@ -203,7 +207,8 @@ struct MQTTClientTests {
     @Test func stopIsIdempotent() async throws {
         let broker = try TestBroker.start()
         defer { broker.stop() }
-        let neverStarted = try MQTTClient(options: MQTTConnectOptions(host: "127.0.0.1", port: broker.port, clientID: uniqueID("idle")))
+        let neverStarted = try MQTTClient(
+            options: MQTTConnectOptions(host: "127.0.0.1", port: broker.port, clientID: uniqueID("idle")))
         neverStarted.stop()
         neverStarted.stop()
 

@@ -236,8 +236,14 @@ func parseError(_ env: [String: String]) -> ConfigurationError? {
                 "WHATSAPP_BACKUP_API_TOKEN_FILE": "/run/secrets/primary",
             ], "WHATSAPP_BACKUP_API_TOKEN", "both"
         ),
-        ("mqtt password both ways", ["MQTT_PASSWORD": mqttSecret, "MQTT_PASSWORD_FILE": "/run/secrets/mqtt"], "MQTT_PASSWORD", "both"),
-        ("unreadable file", ["WHATSAPP_API_TOKEN": "", "WHATSAPP_API_TOKEN_FILE": "/nope"], "WHATSAPP_API_TOKEN_FILE", "cannot read /nope"),
+        (
+            "mqtt password both ways", ["MQTT_PASSWORD": mqttSecret, "MQTT_PASSWORD_FILE": "/run/secrets/mqtt"], "MQTT_PASSWORD",
+            "both"
+        ),
+        (
+            "unreadable file", ["WHATSAPP_API_TOKEN": "", "WHATSAPP_API_TOKEN_FILE": "/nope"], "WHATSAPP_API_TOKEN_FILE",
+            "cannot read /nope"
+        ),
         (
             "unreadable backup file",
             ["WHATSAPP_BACKUP_PROVIDER": "fonnte", "WHATSAPP_BACKUP_API_TOKEN_FILE": "/nope"],

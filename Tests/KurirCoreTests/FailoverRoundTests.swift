@@ -85,7 +85,8 @@ func drive(_ chain: [GatewayConfig], target: Target = person, message: String = 
 
     @Test func tertiaryDeliversAfterTwoFailures() {
         let run = drive(
-            [fonnte, wablas, woowa], replies: [.noAnswer(reason: "timeout"), .notSent(reason: "connection refused"), woowaAccepted])
+            [fonnte, wablas, woowa],
+            replies: [.noAnswer(reason: "timeout"), .notSent(reason: "connection refused"), woowaAccepted])
         #expect(run.result.delivered)
         #expect(run.result.provider == .woowa)
         #expect(run.result.failover)
@@ -219,7 +220,9 @@ func drive(_ chain: [GatewayConfig], target: Target = person, message: String = 
 
 @Suite struct OperatorLinesTests {
     @Test func formats() {
-        #expect(OperatorLines.sent(target: "62812", provider: .woowa, failover: false) == "✅ WhatsApp sent to 62812 via woowa (primary)")
+        #expect(
+            OperatorLines.sent(target: "62812", provider: .woowa, failover: false)
+                == "✅ WhatsApp sent to 62812 via woowa (primary)")
         #expect(
             OperatorLines.failingOver(position: 1, from: .wablas, to: .woowa)
                 == "⚠️ Backup provider wablas failed, attempting failover to woowa...")
@@ -228,6 +231,9 @@ func drive(_ chain: [GatewayConfig], target: Target = person, message: String = 
             AttemptResult(provider: .fonnte, outcome: .unknown, error: nil, httpStatus: nil, latencyMs: 1),
         ]
         #expect(OperatorLines.errorMessage(attempts) == "Both failed: Primary (a), Backup (unknown error)")
-        #expect(OperatorLines.allFailed(target: "t\n", attempts: Array(attempts.prefix(1))) == ["❌ WhatsApp failed to t via wablas", "Error: a"])
+        #expect(
+            OperatorLines.allFailed(target: "t\n", attempts: Array(attempts.prefix(1))) == [
+                "❌ WhatsApp failed to t via wablas", "Error: a",
+            ])
     }
 }

@@ -9,10 +9,14 @@ import Testing
     private func classify(_ provider: Provider, _ status: Int, _ body: [UInt8]) -> AttemptResult {
         let json: JSONValue?
         switch provider {
-        case .woowa: json = .object([JSONMember("code", .integer(200)), JSONMember("results", .object([JSONMember("id_message", .string("WOWA1"))]))])
+        case .woowa:
+            json = .object([
+                JSONMember("code", .integer(200)), JSONMember("results", .object([JSONMember("id_message", .string("WOWA1"))])),
+            ])
         default: json = .object([JSONMember("status", .bool(true)), JSONMember("dett", .array([.string("0812(34)2)7005")]))])
         }
-        return Dialect.classify(provider: provider, reply: .answered(status: status, body: body, json: json, truncated: false), latencyMs: 1)
+        return Dialect.classify(
+            provider: provider, reply: .answered(status: status, body: body, json: json, truncated: false), latencyMs: 1)
     }
 
     /// fuzz/regressions/wablas-429-status-true: a success body under a 4xx was counted as delivered.

@@ -165,11 +165,15 @@ import Testing
             "target must be a string or an array of strings"
         ),
         (
-            "target array with number", [("target", .array([.string("6281234567890"), .integer(62_812)])), ("message", .string("hi"))],
+            "target array with number",
+            [("target", .array([.string("6281234567890"), .integer(62_812)])), ("message", .string("hi"))],
             "target must be a string or an array of strings"
         ),
         ("target bool", [("target", .bool(true)), ("message", .string("hi"))], "target must be a string or an array of strings"),
-        ("target object", [("target", .object([])), ("message", .string("hi"))], "target must be a string or an array of strings"),
+        (
+            "target object", [("target", .object([])), ("message", .string("hi"))],
+            "target must be a string or an array of strings"
+        ),
         ("target short", [("target", .string("0812")), ("message", .string("hi"))], "invalid target \"0812\""),
         (
             "one bad in list", [("target", .string("081234567890,62812|345678")), ("message", .string("hi"))],
@@ -188,7 +192,11 @@ import Testing
             "invalid target \"family@g.us\""
         ),
         (
-            "too many", [("target", .string((0..<101).map { "62812345\(String(format3($0)))" }.joined(separator: ","))), ("message", .string("hi"))],
+            "too many",
+            [
+                ("target", .string((0..<101).map { "62812345\(String(format3($0)))" }.joined(separator: ","))),
+                ("message", .string("hi")),
+            ],
             "more than 100 targets"
         ),
         ("message missing", [("target", .string("081234567890"))], "message is required"),
@@ -216,7 +224,11 @@ import Testing
             "id must be a non-empty string of at most 200 characters"
         ),
         (
-            "id too long", [("id", .string(String(repeating: "i", count: 201))), ("target", .string("081234567890")), ("message", .string("hi"))],
+            "id too long",
+            [
+                ("id", .string(String(repeating: "i", count: 201))), ("target", .string("081234567890")),
+                ("message", .string("hi")),
+            ],
             "id must be a non-empty string of at most 200 characters"
         ),
         (
@@ -224,7 +236,8 @@ import Testing
             "group must be true or false"
         ),
         (
-            "priority unknown", [("priority", .string("urgent")), ("target", .string("081234567890")), ("message", .string("hi"))],
+            "priority unknown",
+            [("priority", .string("urgent")), ("target", .string("081234567890")), ("message", .string("hi"))],
             "priority must be critical, normal or bulk"
         ),
         (
@@ -240,7 +253,8 @@ import Testing
             "reply_to must be a non-empty topic without + or #"
         ),
         (
-            "reply_to loops", [("reply_to", .string("notify/whatsapp/again")), ("target", .string("081234567890")), ("message", .string("hi"))],
+            "reply_to loops",
+            [("reply_to", .string("notify/whatsapp/again")), ("target", .string("081234567890")), ("message", .string("hi"))],
             "reply_to matches the request subscription (it would loop)"
         ),
     ]
@@ -366,7 +380,9 @@ func format3(_ n: Int) -> String {
         #expect(TopicFilter.matches(filter, topic: topic) == expected)
     }
 
-    @Test(arguments: [("a/#", true), ("#", true), ("a/+/b", true), ("a/#/b", false), ("a/b#", false), ("a+/b", false), ("", false)])
+    @Test(arguments: [
+        ("a/#", true), ("#", true), ("a/+/b", true), ("a/#/b", false), ("a/b#", false), ("a+/b", false), ("", false),
+    ])
     func filterValidity(filter: String, valid: Bool) {
         #expect(TopicFilter.isValidFilter(filter) == valid)
     }

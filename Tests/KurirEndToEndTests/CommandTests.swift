@@ -5,7 +5,8 @@ import Testing
 /// `kurir check` and configuration loading through the real binary: `.env`, `--env-file`, `_FILE` secrets.
 @Suite(.serialized)
 struct CommandTests {
-    private func run(_ arguments: [String], environment: [String: String], in directory: String) async throws -> (Int32?, String) {
+    private func run(_ arguments: [String], environment: [String: String], in directory: String) async throws -> (Int32?, String)
+    {
         let process = try ChildProcess.launch(
             executable: builtProductPath("kurir"), arguments: arguments, environment: environment,
             logPath: directory + "/out-\(UUID().uuidString.prefix(6)).log", currentDirectory: directory)

@@ -23,7 +23,10 @@ struct RobustnessTests {
         ("bad priority", Array(#"{"target":"081234567890","message":"x","priority":"urgent"}"#.utf8)),
         ("invalid UTF-8", [0x7B, 0x22, 0x74, 0x22, 0x3A, 0x22, 0xFF, 0xFE, 0x22, 0x7D]),
         ("NUL in message", Array(#"{"target":"081234567890","message":"a\u0000b"}"#.utf8)),
-        ("over 64 KiB", Array((#"{"target":"081234567890","message":"x","pad":""# + String(repeating: "p", count: 65_536) + #""}"#).utf8)),
+        (
+            "over 64 KiB",
+            Array((#"{"target":"081234567890","message":"x","pad":""# + String(repeating: "p", count: 65_536) + #""}"#).utf8)
+        ),
     ]
 
     @Test("every invalid request: exactly one rejected event, a rejected row, nothing sent")
@@ -64,7 +67,10 @@ struct RobustnessTests {
             var killed = false
             for i in 0..<total {
                 let number = String(format: "0812%08d", i)
-                mids.append(try publisher.publishNoWait(topic: "notify/whatsapp/load", payload: Array(#"{"id":"load-\#(i)","target":"\#(number)","message":"m\#(i)"}"#.utf8)))
+                mids.append(
+                    try publisher.publishNoWait(
+                        topic: "notify/whatsapp/load",
+                        payload: Array(#"{"id":"load-\#(i)","target":"\#(number)","message":"m\#(i)"}"#.utf8)))
                 if i == total / 2 {
                     try await waitUntil("some deliveries before the kill") { world.gateways.acceptedCount() >= 100 }
                     await world.killKurir()
