@@ -85,9 +85,10 @@ final class Producer: Sendable {
     /// Indices acknowledged by the broker so far.
     var acknowledged: Set<Int> { state.withLock { $0.acked } }
 
+    /// Requests the broker has acknowledged so far.
+    var acknowledgedCount: Int { state.withLock { $0.acked.count } }
+
     /// Publishes every request; returns when all are acknowledged or `timeout` passed.
-    ///
-    /// `pacing`, when set, is called before each new publish (used to run faults alongside).
     @discardableResult
     func publishAll(
         _ requests: [ChaosRequest], window: Int = 200, timeout: Duration = .seconds(300),

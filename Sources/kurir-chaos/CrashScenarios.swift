@@ -12,9 +12,13 @@ extension Suite {
         let producer = world.producer
         async let acked = producer.publishAll(requests, timeout: .seconds(400))
         var kills = 0
+        var killsDuringFlow = 0
         let deadline = ContinuousClock.now.advanced(by: .seconds(400))
+        // Short random gaps, so that the kills land while the requests are still being published
+        // (the whole flow takes about 10 s here) rather than after it.
         while kills < 20 && ContinuousClock.now < deadline {
-            try await Task.sleep(for: .milliseconds(Int.random(in: 300...1500)))
+            try await Task.sleep(for: .milliseconds(Int.random(in: 100...400)))
+            if producer.acknowledgedCount < requests.count { killsDuringFlow += 1 }
             await world.killKurir()
             kills += 1
             try await world.startKurir()
@@ -26,7 +30,9 @@ extension Suite {
         f.bar(status == 0, "kurir exited \(String(describing: status)) on SIGTERM")
         tally(world, requests, acked: ackedSet, into: &f)
         let interrupted = world.count("SELECT COUNT(*) FROM whatsapp_attempts WHERE error = 'interrupted'")
-        f.notes.append("\(kills) kills; \(interrupted) attempt(s) in flight at a kill (recorded unknown)")
+        f.notes.append(
+            "\(kills) kills, \(killsDuringFlow) while requests were still being acknowledged; \(interrupted) attempt(s) in flight at a kill (recorded unknown)"
+        )
         f.bar(kills == 20, "only \(kills) kills happened")
         f.bar(f.duplicates <= interrupted, "\(f.duplicates) duplicate sends > \(interrupted) attempts in flight at a kill")
         f.bar(
