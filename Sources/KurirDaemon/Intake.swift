@@ -81,7 +81,7 @@ final class Intake: Sendable {
                     requestID: requestID, route: route, target: "", message: "", priority: .normal,
                     replyTo: replyTo, provider: primaryName, status: .rejected, errorMessage: reason,
                     createdAt: now,
-                    events: OutboxEvents.make(event, prefix: configuration.mqtt.resultPrefix, replyTo: replyTo ?? nil))
+                    events: OutboxEvents.make(event, prefix: configuration.mqtt.resultPrefix, replyTo: replyTo))
             ]
         }
     }

@@ -119,10 +119,8 @@ final class OutboxPublisher: Service {
                 state.inFlight[mid] = row.id
                 return false
             }
-            if ackedAlready || qos == 0 {
-                if qos == 0 { state.withLock { _ = $0.inFlight.removeValue(forKey: mid) } }
-                delete(row.id)
-            }
+            // QoS 0 too: libmosquitto reports a QoS 0 publish through the same callback once written.
+            if ackedAlready { delete(row.id) }
             return true
         } catch {
             logger.debug("event publish deferred: \(error)")
