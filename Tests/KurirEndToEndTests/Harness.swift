@@ -12,6 +12,26 @@ enum Canary {
     static let fonnte = "CANARY-fonnte-7f3a9c"
     static let wablas = "CANARY-wablas-1b2d4e.SECRET-88aa"
     static let woowa = "CANARY-woowa-5c6d7e"
+    static func token(_ provider: Provider) -> String {
+        switch provider {
+        case .fonnte: fonnte
+        case .wablas: wablas
+        case .woowa: woowa
+        }
+    }
+
+    /// A fake gateway behaviour that checks the provider's canary token.
+    static func behaviour(
+        _ provider: Provider, _ mode: FakeBehaviour.Mode = .succeed, reason: String? = nil, latencyMs: Int = 0
+    ) -> FakeBehaviour {
+        var behaviour = FakeBehaviour()
+        behaviour.expectedToken = token(provider)
+        behaviour.mode = mode
+        if let reason { behaviour.reason = reason }
+        behaviour.latencyMs = latencyMs
+        return behaviour
+    }
+
     static let all = [fonnte, wablas, woowa, "CANARY-wablas-1b2d4e", "SECRET-88aa"]
 }
 
@@ -28,15 +48,9 @@ final class World: @unchecked Sendable {
     static func make(_ extra: [String: String] = [:]) async throws -> World {
         let broker = try TestBroker.start()
         let gateways = try await FakeGateway.start()
-        var fonnte = FakeBehaviour()
-        fonnte.expectedToken = Canary.fonnte
-        gateways.setBehaviour(fonnte, for: .fonnte)
-        var wablas = FakeBehaviour()
-        wablas.expectedToken = Canary.wablas
-        gateways.setBehaviour(wablas, for: .wablas)
-        var woowa = FakeBehaviour()
-        woowa.expectedToken = Canary.woowa
-        gateways.setBehaviour(woowa, for: .woowa)
+        for provider in Provider.allCases {
+            gateways.setBehaviour(Canary.behaviour(provider), for: provider)
+        }
         let events = try EventRecorder(port: broker.port)
         return World(broker: broker, gateways: gateways, events: events, extra: extra)
     }
@@ -62,6 +76,13 @@ final class World: @unchecked Sendable {
             "KURIR_LOG_LEVEL": "info",
         ]
         environment.merge(extra) { _, new in new }
+    }
+
+    /// Sets a provider's fake gateway to `mode`; it keeps checking the canary token.
+    func setGateway(
+        _ provider: Provider, _ mode: FakeBehaviour.Mode = .succeed, reason: String? = nil, latencyMs: Int = 0
+    ) {
+        gateways.setBehaviour(Canary.behaviour(provider, mode, reason: reason, latencyMs: latencyMs), for: provider)
     }
 
     var databasePath: String { environment["KURIR_DB_PATH"]! }

@@ -185,12 +185,8 @@ struct RobustnessTests {
             #expect(await ok.waitForExit(timeout: .seconds(15)) == 0)
             #expect(ok.output().contains("✅ WhatsApp sent to 6281234567890 via fonnte (primary)"))
 
-            for (provider, token) in [(Provider.fonnte, Canary.fonnte), (.wablas, Canary.wablas)] {
-                var refuse = FakeBehaviour()
-                refuse.expectedToken = token
-                refuse.mode = .refuse
-                refuse.reason = "insufficient quota"
-                world.gateways.setBehaviour(refuse, for: provider)
+            for provider in [Provider.fonnte, .wablas] {
+                world.setGateway(provider, .refuse, reason: "insufficient quota")
             }
             let failed = try ChildProcess.launch(
                 executable: builtProductPath("kurir"), arguments: ["send", "--to", "081234567890", "--message", "test"],

@@ -1,5 +1,6 @@
 import Foundation
 import KurirCore
+import KurirStore
 import KurirTestSupport
 import Testing
 
@@ -45,11 +46,7 @@ struct ScenarioTests {
     @Test("primary answers HTTP 200 status:false: failover to wablas")
     func primaryRefusesWithStatusFalse() async throws {
         try await withWorld() { world in
-            var fonnte = FakeBehaviour()
-            fonnte.expectedToken = Canary.fonnte
-            fonnte.mode = .refuse
-            fonnte.reason = "invalid group id"
-            world.gateways.setBehaviour(fonnte, for: .fonnte)
+            world.setGateway(.fonnte, .refuse, reason: "invalid group id")
             try await world.events.waitUntilSubscribed()
             try await world.startKurir()
 
@@ -84,15 +81,8 @@ struct ScenarioTests {
     @Test("primary times out, backup disconnected: failed with retry, then delivered on the retry after a restart")
     func bothFailThenRetry() async throws {
         try await withWorld(["WHATSAPP_RETRY_DELAY_SECONDS": "3", "WHATSAPP_TIMEOUT_SECONDS": "1"]) { world in
-            var fonnte = FakeBehaviour()
-            fonnte.expectedToken = Canary.fonnte
-            fonnte.mode = .neverAnswer
-            world.gateways.setBehaviour(fonnte, for: .fonnte)
-            var wablas = FakeBehaviour()
-            wablas.expectedToken = Canary.wablas
-            wablas.mode = .refuse
-            wablas.reason = "device disconnected, need to scan qr code again"
-            world.gateways.setBehaviour(wablas, for: .wablas)
+            world.setGateway(.fonnte, .neverAnswer)
+            world.setGateway(.wablas, .refuse, reason: "device disconnected, need to scan qr code again")
             try await world.events.waitUntilSubscribed()
             try await world.startKurir()
 
@@ -119,9 +109,7 @@ struct ScenarioTests {
                 row.errorMessage == "Both failed: Primary (timeout), Backup (device disconnected, need to scan qr code again)")
             #expect(row.nextAttemptAt != nil)
 
-            var healthy = FakeBehaviour()
-            healthy.expectedToken = Canary.fonnte
-            world.gateways.setBehaviour(healthy, for: .fonnte)
+            world.setGateway(.fonnte)
             try await world.startKurir()
             let delivered = try #require(try await world.events.wait(for: "delivered", timeout: .seconds(30)).first)
             #expect(delivered.string("provider") == "fonnte")
@@ -150,11 +138,7 @@ struct ScenarioTests {
     @Test("failover disabled: failed via fonnte, backup never called")
     func failoverDisabled() async throws {
         try await withWorld(["WHATSAPP_ENABLE_FAILOVER": "false", "WHATSAPP_MAX_RETRIES": "0"]) { world in
-            var fonnte = FakeBehaviour()
-            fonnte.expectedToken = Canary.fonnte
-            fonnte.mode = .refuse
-            fonnte.reason = "target invalid"
-            world.gateways.setBehaviour(fonnte, for: .fonnte)
+            world.setGateway(.fonnte, .refuse, reason: "target invalid")
             try await world.events.waitUntilSubscribed()
             try await world.startKurir()
             try await world.publish("t", #"{"id":"nf-1","target":"081234567890","message":"x","reply_to":"e2e/reply/nf-1"}"#)
@@ -202,12 +186,8 @@ struct ScenarioTests {
             "WHATSAPP_TERTIARY_PROVIDER": "woowa", "WHATSAPP_TERTIARY_API_TOKEN": Canary.woowa, "WHATSAPP_MAX_RETRIES": "0",
         ]) { world in
             world.environment["WHATSAPP_TERTIARY_API_URL"] = world.gateways.url(.woowa)
-            for (provider, token) in [(Provider.fonnte, Canary.fonnte), (.wablas, Canary.wablas)] {
-                var refuse = FakeBehaviour()
-                refuse.expectedToken = token
-                refuse.mode = .refuse
-                refuse.reason = "\(provider.rawValue) says no"
-                world.gateways.setBehaviour(refuse, for: provider)
+            for provider in [Provider.fonnte, .wablas] {
+                world.setGateway(provider, .refuse, reason: "\(provider.rawValue) says no")
             }
             try await world.events.waitUntilSubscribed()
             try await world.startKurir()
@@ -219,11 +199,7 @@ struct ScenarioTests {
             #expect(world.gateways.requests(.woowa).first?.fields["phone_no"] == "+6281234567890")
             #expect(world.log().contains("⚠️ Backup provider wablas failed, attempting failover to woowa..."))
 
-            var woowa = FakeBehaviour()
-            woowa.expectedToken = Canary.woowa
-            woowa.mode = .refuse
-            woowa.reason = "woowa says no"
-            world.gateways.setBehaviour(woowa, for: .woowa)
+            world.setGateway(.woowa, .refuse, reason: "woowa says no")
             try await world.publish("t", #"{"id":"three-2","target":"081234567890","message":"x"}"#)
             _ = try await world.events.wait(for: "failed")
             #expect(
@@ -266,6 +242,19 @@ struct ScenarioTests {
             #expect(targets == ["6281111111111", "6282222222222", "6283333333333", "120363000000000001@g.us"])
             #expect(world.gateways.requests(.fonnte).count == 4)
             _ = await world.stopKurir()
+        }
+    }
+
+    @Test("MQTT_QOS=0: events are published and the outbox empties through the publish callback")
+    func qosZero() async throws {
+        try await withWorld(["MQTT_QOS": "0"]) { world in
+            try await world.events.waitUntilSubscribed()
+            try await world.startKurir()
+            try await world.publish("t", #"{"id":"q0-1","target":"081234567890","message":"x"}"#)
+            try await world.events.wait(for: "delivered")
+            #expect(await world.stopKurir() == 0)
+            let store = try Store(path: world.databasePath, sync: .normal)
+            #expect(try store.outboxCount() == 0)
         }
     }
 

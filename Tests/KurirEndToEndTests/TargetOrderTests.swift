@@ -10,10 +10,7 @@ struct TargetOrderTests {
     func perTargetOrder() async throws {
         try await withWorld() { world in
             let latencyMs = 150
-            var fonnte = FakeBehaviour()
-            fonnte.expectedToken = Canary.fonnte
-            fonnte.latencyMs = latencyMs
-            world.gateways.setBehaviour(fonnte, for: .fonnte)
+            world.setGateway(.fonnte, latencyMs: latencyMs)
             try await world.events.waitUntilSubscribed()
             // Register kurir's persistent session, then queue every request while it is down, so they all
             // arrive at once and are claimable together.
