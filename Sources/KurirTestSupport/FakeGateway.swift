@@ -22,6 +22,7 @@ public final class FakeGateway: Sendable {
     private let channel: any Channel
     private let state: FakeGatewayState
     private let stopped = NIOLockedValueBox(false)
+    private let flapping = NIOLockedValueBox<[FlappingListener]>([])
 
     /// The TCP port the server listens on.
     public let port: Int
@@ -48,12 +49,7 @@ public final class FakeGateway: Sendable {
             .serverChannelOption(.backlog, value: 256)
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             .childChannelOption(.socketOption(.so_keepalive), value: 1)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                    try channel.pipeline.syncOperations.addHandler(FakeGatewayHandler(state: state))
-                }
-            }
+            .childChannelInitializer { channel in serve(channel, state: state, closeEachConnection: false) }
         do {
             let channel = try await bootstrap.bind(host: "127.0.0.1", port: port).get()
             guard let bound = channel.localAddress?.port else {
@@ -65,6 +61,37 @@ public final class FakeGateway: Sendable {
             try? await group.shutdownGracefully()
             throw error
         }
+    }
+
+    /// Sets up the HTTP pipeline of one accepted connection.
+    static func serve(_ channel: any Channel, state: FakeGatewayState, closeEachConnection: Bool) -> EventLoopFuture<Void> {
+        channel.eventLoop.makeCompletedFuture {
+            try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+            try channel.pipeline.syncOperations.addHandler(
+                FakeGatewayHandler(state: state, closeEachConnection: closeEachConnection))
+        }
+    }
+
+    /// Opens a second port serving the same providers and records, closed and bound again in a cycle so
+    /// that about `closed / (open + closed)` of connection attempts meet no listener and are refused by
+    /// the kernel (ECONNREFUSED, not a reset).
+    ///
+    /// Every answer on it says `Connection: close`: a keep-alive client would otherwise connect once
+    /// and never meet a closed phase again. Connections accepted during an open phase are independent
+    /// sockets and live on through the closed phases. ``stop()`` closes it.
+    public func openFlappingListener(
+        open: ClosedRange<Int> = 4...10, closed: ClosedRange<Int> = 2...4
+    ) throws -> FlappingListener {
+        let state = self.state
+        let group = self.group
+        let listener = try FlappingListener(openMs: open, closedMs: closed) { fd in
+            _ = ClientBootstrap(group: group)
+                .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+                .channelInitializer { FakeGateway.serve($0, state: state, closeEachConnection: true) }
+                .withConnectedSocket(fd)
+        }
+        flapping.withLockedValue { $0.append(listener) }
+        return listener
     }
 
     /// `http://127.0.0.1:<port>`.
@@ -127,6 +154,8 @@ public final class FakeGateway: Sendable {
             return !was
         }
         guard first else { return }
+        // Before the loop goes: a flapping listener hands its connections to it.
+        for listener in flapping.withLockedValue({ $0 }) { listener.stop() }
         try? await channel.close()
         // Shutting the loop down also closes connections held open by neverAnswer/drip.
         try await group.shutdownGracefully()

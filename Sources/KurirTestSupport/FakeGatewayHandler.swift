@@ -21,13 +21,21 @@ final class FakeGatewayHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     private let state: FakeGatewayState
+    /// Answer every request with `Connection: close`, so each request of a client needs a fresh connect.
+    private let closeEachConnection: Bool
     private var head: HTTPRequestHead?
     private var body: ByteBuffer?
     /// The latency timer or the next drip tick; cancelled when the connection goes away.
     private var pending: Scheduled<Void>?
 
-    init(state: FakeGatewayState) {
+    init(state: FakeGatewayState, closeEachConnection: Bool = false) {
         self.state = state
+        self.closeEachConnection = closeEachConnection
+    }
+
+    /// Whether the connection stays open after answering `head`.
+    private func keepAlive(_ head: HTTPRequestHead) -> Bool {
+        head.isKeepAlive && !closeEachConnection
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -197,7 +205,7 @@ final class FakeGatewayHandler: ChannelInboundHandler, RemovableChannelHandler {
             var headers = HTTPHeaders()
             headers.add(name: "Content-Type", value: a.contentType)
             headers.add(name: "Content-Length", value: String(a.body.count))
-            headers.add(name: "Connection", value: head.isKeepAlive ? "keep-alive" : "close")
+            headers.add(name: "Connection", value: keepAlive(head) ? "keep-alive" : "close")
             context.writeAndFlush(
                 wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .ok, headers: headers))),
                 promise: nil)
@@ -219,7 +227,7 @@ final class FakeGatewayHandler: ChannelInboundHandler, RemovableChannelHandler {
             context.writeAndFlush(self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
             let rest = remaining.dropFirst()
             if rest.isEmpty {
-                self.finish(context: context, keepAlive: head.isKeepAlive)
+                self.finish(context: context, keepAlive: self.keepAlive(head))
             } else {
                 self.dripTick(context: context, head: head, remaining: rest)
             }
@@ -238,7 +246,7 @@ final class FakeGatewayHandler: ChannelInboundHandler, RemovableChannelHandler {
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: contentType)
         headers.add(name: "Content-Length", value: String(body.count))
-        headers.add(name: "Connection", value: head.isKeepAlive ? "keep-alive" : "close")
+        headers.add(name: "Connection", value: keepAlive(head) ? "keep-alive" : "close")
         let responseHead = HTTPResponseHead(
             version: head.version, status: HTTPResponseStatus(statusCode: status), headers: headers)
         context.write(wrapOutboundOut(.head(responseHead)), promise: nil)
@@ -247,7 +255,7 @@ final class FakeGatewayHandler: ChannelInboundHandler, RemovableChannelHandler {
             buffer.writeBytes(body)
             context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
         }
-        finish(context: context, keepAlive: head.isKeepAlive)
+        finish(context: context, keepAlive: keepAlive(head))
     }
 
     private func finish(context: ChannelHandlerContext, keepAlive: Bool) {

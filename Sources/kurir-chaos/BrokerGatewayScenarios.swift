@@ -10,14 +10,15 @@ struct GatewayMode: Sendable {
     var httpStatus = 200
     /// Whether an attempt in this mode reached the gateway with no usable answer (→ `unknown`).
     var unknown: Bool
-    /// Whether a 30 % variant exists (a closed port cannot refuse only some connections).
-    var partial = true
+    /// Whether the primary refuses the TCP connection instead of answering (a closed port at 100 %, a
+    /// port whose listener flaps at 30 %).
+    var refusesConnections = false
 
     static let all: [GatewayMode] = [
         GatewayMode(name: "HTTP 500", behaviour: .httpError, httpStatus: 500, unknown: true),
         GatewayMode(name: "200 status:false", behaviour: .refuse, unknown: false),
         GatewayMode(name: "garbage", behaviour: .garbage, unknown: true),
-        GatewayMode(name: "connection refused", behaviour: .succeed, unknown: false, partial: false),
+        GatewayMode(name: "connection refused", behaviour: .succeed, unknown: false, refusesConnections: true),
         GatewayMode(name: "connection reset", behaviour: .closeConnection, unknown: true),
         GatewayMode(name: "never answers", behaviour: .neverAnswer, unknown: true),
         GatewayMode(name: "drips 1 B/s", behaviour: .drip, unknown: true),
@@ -30,14 +31,7 @@ extension Suite {
         let world = try await world(kill ? "broker-kills" : "broker-restarts")
         let requests = (0..<n(5000)).map { ChaosRequest.simple($0, scenario: kill ? "bk" : "br") }
         try await world.startKurir()
-        async let acked = world.producer.publishAll(requests, timeout: .seconds(300), resendAfter: .seconds(5))
-        for _ in 0..<5 {
-            try await Task.sleep(for: .milliseconds(Int.random(in: 800...1600)))
-            if kill { await world.broker.kill() } else { await world.broker.stop() }
-            try await Task.sleep(for: .milliseconds(300))
-            try await world.broker.start()
-        }
-        let ackedSet = await acked
+        let ackedSet = try await publishThroughBrokerRestarts(world, requests, kill: kill)
         _ = await waitAllSent(world, ackedSet.count, timeout: .seconds(60))
         let eventsOK = await waitEvents(world, kind: "delivered", count: ackedSet.count, timeout: .seconds(30))
         f.bar(eventsOK, "delivered events \(world.events.distinct("delivered")) < \(ackedSet.count)")
@@ -51,6 +45,57 @@ extension Suite {
             "5 \(kill ? "kill -9" : "SIGTERM") of the broker (shipped mosquitto.conf); kurir received \(received) of the \(ackedSet.count) requests the broker acknowledged"
         )
         f.bar(f.duplicates == 0, "\(f.duplicates) duplicate sends (every request has an id)")
+        guard kill else { return }
+        // Where the lost ones were lost: never handed to kurir by the broker, or inside kurir.
+        let view = GatewayView(world.gateways)
+        let lost = requests.filter { ackedSet.contains($0.index) && !$0.targets.allSatisfy { (view.accepted[$0] ?? 0) > 0 } }
+        let known = Set(
+            (try? world.query { db in try String.fetchAll(db, sql: "SELECT request_id FROM whatsapp_notifications") }) ?? [])
+        let inKurir = lost.filter { known.contains($0.id ?? "") }
+        f.notes.append(
+            "of the \(lost.count) lost, \(lost.count - inKurir.count) never reached kurir (not in whatsapp_notifications), \(inKurir.count) reached kurir and were then lost; compare the plain-subscriber control below: \(lost.prefix(5).compactMap(\.id))"
+        )
+        f.bar(inKurir.isEmpty, "\(inKurir.count) lost request(s) had reached kurir: \(inKurir.prefix(5).compactMap(\.id))")
+    }
+
+    /// Publishes `requests` while the broker is stopped with SIGTERM (`kill: false`) or killed with SIGKILL
+    /// 5 times, 0.8–1.6 s apart; returns what it acknowledged to the producer.
+    private func publishThroughBrokerRestarts(_ world: World, _ requests: [ChaosRequest], kill: Bool) async throws -> Set<Int> {
+        async let acked = world.producer.publishAll(requests, timeout: .seconds(300), resendAfter: .seconds(5))
+        for _ in 0..<5 {
+            try await Task.sleep(for: .milliseconds(Int.random(in: 800...1600)))
+            if kill { await world.broker.kill() } else { await world.broker.stop() }
+            try await Task.sleep(for: .milliseconds(300))
+            try await world.broker.start()
+        }
+        return await acked
+    }
+
+    /// The broker `kill -9` scenario with a plain libmosquitto subscriber in kurir's place: measures what
+    /// the broker itself loses of what it acknowledged, the figure the kurir scenario is compared against.
+    func brokerKillControl(_ f: inout Figures) async throws {
+        let world = try await world("broker-kills-control")
+        let subscriber = try RequestRecorder(port: world.broker.port, clientID: "chaos-plain-subscriber")
+        defer { subscriber.stop() }
+        guard await subscriber.waitSubscribed() else { throw ChaosError("the plain subscriber did not subscribe") }
+        let requests = (0..<n(5000)).map { ChaosRequest.simple($0, scenario: "bkc") }
+        let acked = try await publishThroughBrokerRestarts(world, requests, kill: true)
+        let wanted = Set(requests.filter { acked.contains($0.index) }.compactMap(\.id))
+        // What the broker lost never arrives: stop once all arrived, or nothing came for 5 s while connected.
+        let complete = await waitUntil(timeout: .seconds(90)) {
+            wanted.isSubset(of: subscriber.ids)
+                || (subscriber.isConnected && ContinuousClock.now - subscriber.lastMessage > .seconds(5))
+        }
+        let received = wanted.intersection(subscriber.ids)
+        f.requests = requests.count
+        f.acknowledged = acked.count
+        f.delivered = received.count
+        f.lost = wanted.count - received.count
+        f.bar(acked.count == requests.count, "broker acknowledged \(acked.count) of \(requests.count)")
+        f.bar(complete, "the subscriber was still receiving or disconnected after 90 s")
+        f.notes.append(
+            "measurement of the broker, no bar on lost: a plain libmosquitto subscriber (persistent session, QoS 1) received \(received.count) of the \(acked.count) acknowledged requests (\(subscriber.messages) messages with redeliveries); lost \(f.lost): \(wanted.subtracting(received).sorted().prefix(5))"
+        )
     }
 
     /// kurir offline while requests are published, then started.
@@ -114,8 +159,13 @@ extension Suite {
         behaviour.httpStatus = mode.httpStatus
         behaviour.reason = "device disconnected"
         world.gateways.setBehaviour(behaviour, for: .fonnte)
-        if mode.name == "connection refused" {
-            world.environment["WHATSAPP_API_URL"] = "http://127.0.0.1:\(try freePort())/send"
+        var flapping: FlappingListener?
+        if mode.refusesConnections {
+            // 100 %: nothing listens. 30 %: no listener ≈ 3 of every 10 ms, a cycle short enough that
+            // kurir's bursts of connects sample many phases.
+            flapping = fraction < 1 ? try world.gateways.openFlappingListener() : nil
+            let port = try flapping?.port ?? freePort()
+            world.environment["WHATSAPP_API_URL"] = "http://127.0.0.1:\(port)/fonnte/send"
         }
         let requests = (0..<n(1000)).map { ChaosRequest.simple($0, scenario: "gw") }
         try await world.startKurir()
@@ -149,7 +199,13 @@ extension Suite {
         f.bar(
             possibleDuplicates == withUnknown,
             "\(possibleDuplicates) possible_duplicate deliveries, \(withUnknown) deliveries with an unknown attempt")
-        if !mode.unknown && mode.name != "connection refused" {
+        let attempts = world.count("SELECT COUNT(*) FROM whatsapp_attempts WHERE provider = 'fonnte'")
+        if mode.refusesConnections {
+            // Every attempt either reached the fake (which records it) or met no listener.
+            f.bar(
+                refused == attempts - primary.count,
+                "\(refused) refused primary attempts, \(attempts - primary.count) never reached the fake")
+        } else if !mode.unknown {
             f.bar(
                 refused == failedAtPrimary.count, "\(refused) refused primary attempts, the fake refused \(failedAtPrimary.count)"
             )
@@ -159,6 +215,23 @@ extension Suite {
         f.notes.append(
             "primary: \(primary.count) received, \(failedAtPrimary.count) failed; attempts unknown \(unknown), refused \(refused); possible_duplicate \(possibleDuplicates); slowest attempt \(slowest) ms"
         )
+        if let flapping { f.notes.append(refusalNote(world, flapping.stats, attempts: attempts, refused: refused)) }
+    }
+
+    /// The measured refusal share of the flapping primary, with why the attempts failed (kurir's words).
+    private func refusalNote(_ world: World, _ stats: FlappingListener.Stats, attempts: Int, refused: Int) -> String {
+        let errors =
+            (try? world.query { db in
+                try Row.fetchAll(
+                    db,
+                    sql:
+                        "SELECT outcome, error, COUNT(*) AS n FROM whatsapp_attempts WHERE provider = 'fonnte' AND outcome != 'accepted' GROUP BY outcome, error ORDER BY n DESC"
+                ).map { "\($0["outcome"] as String? ?? "-")/\($0["error"] as String? ?? "-") \($0["n"] as Int? ?? 0)" }
+            }) ?? []
+        let measured = attempts > 0 ? Double(refused) / Double(attempts) : 0
+        let closed = String(format: "%.1f", stats.closedFraction * 100)
+        return
+            "refused fraction \(String(format: "%.3f", measured)) (\(refused) of \(attempts) primary attempts); port closed \(closed) % of the time over \(stats.cycles) cycles, \(stats.accepted) connections accepted, \(stats.rebindFailures) rebinds retried; failed attempts (outcome/error): \(errors.joined(separator: ", "))"
     }
 
     /// Both gateways down for a window, then back: no loss, no retry storm, jittered retries, prompt recovery.

@@ -38,16 +38,19 @@ struct Chaos: AsyncParsableCommand {
             only: only.split(separator: ",").map(String.init))
         let started = ContinuousClock.now
         await suite.runAll()
-        let table = Report.table(suite.results)
-        print(table)
-        let failures = suite.results.flatMap { r in r.failures.map { "\(r.scenario): \($0)" } }
-        print("total wall time: \(Report.seconds(ContinuousClock.now - started))")
+        // The scan row also counts what is about to be printed (every note and failure is in the table).
+        let printed = Console.leaks + Console.canaries(in: Report.table(suite.results))
+        let results = suite.results + [SecretsScan.run(root: root, printed: printed)]
+        let table = Report.table(results)
+        Console.out(table)
+        let failures = results.flatMap { r in r.failures.map { "\(r.scenario): \($0)" } }
+        Console.out("total wall time: \(Report.seconds(ContinuousClock.now - started))")
         try? table.write(toFile: root + "/table.txt", atomically: true, encoding: .utf8)
         if failures.isEmpty {
-            print("chaos: every scenario met its bar")
+            Console.out("chaos: every scenario met its bar")
         } else {
-            print("chaos: \(failures.count) figure(s) missed their bar:")
-            failures.forEach { print("  - \($0)") }
+            Console.out("chaos: \(failures.count) figure(s) missed their bar:")
+            failures.forEach { Console.out("  - \($0)") }
             throw ExitCode(1)
         }
     }
@@ -65,6 +68,10 @@ struct Figures: Sendable {
     var wall: Duration = .zero
     var failures: [String] = []
     var notes: [String] = []
+    /// False for a row that counts no requests (the secrets scan): its count columns show "-".
+    var counted = true
+    /// Why the scenario could not run here (neither ok nor a failure).
+    var skipped: String?
 
     init(_ scenario: String) { self.scenario = scenario }
 
@@ -86,10 +93,11 @@ enum Report {
         ]
         var rows = [header]
         for r in results {
-            rows.append([
-                r.scenario, "\(r.requests)", "\(r.acknowledged)", "\(r.delivered)", "\(r.lost)", "\(r.duplicates)",
-                "\(r.rejected)", seconds(r.wall), r.failures.isEmpty ? "ok" : "FAIL",
-            ])
+            let counts = [r.requests, r.acknowledged, r.delivered, r.lost, r.duplicates, r.rejected].map {
+                r.counted ? "\($0)" : "-"
+            }
+            let result = !r.failures.isEmpty ? "FAIL" : r.skipped.map { "skipped (\($0))" } ?? "ok"
+            rows.append([r.scenario] + counts + [seconds(r.wall), result])
         }
         let widths = header.indices.map { i in rows.map { $0[i].count }.max() ?? 0 }
         var out = ""

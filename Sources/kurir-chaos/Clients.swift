@@ -195,14 +195,12 @@ final class EventRecorder: Sendable {
     private let seen = Locked(Seen())
 
     init(port: Int, canaries: [String], username: String? = nil, password: String? = nil) throws {
-        var options = MQTTConnectOptions(host: "127.0.0.1", port: port, clientID: "chaos-events-\(UUID().uuidString.prefix(8))")
-        // Persistent session: events published while a broker restart cut us off still arrive.
-        options.cleanSession = false
-        options.username = username
-        options.password = password
-        client = try MQTTClient(options: options)
         let seen = self.seen
-        let client = self.client
+        // Persistent session: events published while a broker restart cut us off still arrive.
+        client = try persistentSubscriber(
+            port: port, clientID: "chaos-events-\(UUID().uuidString.prefix(8))", filter: "notify/result/whatsapp/#",
+            username: username, password: password
+        ) { seen.withLock { $0.subscribed = true } }
         client.setMessageHandler { message in
             let text = String(decoding: message.payload, as: UTF8.self) + message.topic
             let leaked = canaries.contains { text.contains($0) }
@@ -226,11 +224,6 @@ final class EventRecorder: Sendable {
                 }
             }
         }
-        client.setConnectHandler { code, _ in
-            guard code == 0 else { return }
-            try? client.subscribe("notify/result/whatsapp/#", qos: 1)
-            seen.withLock { $0.subscribed = true }
-        }
         try client.start()
     }
 
@@ -245,6 +238,72 @@ final class EventRecorder: Sendable {
             Set(($0.byKind[kind] ?? [:]).keys.map { String($0.split(separator: "|", omittingEmptySubsequences: false)[0]) })
         }
     }
+
+    func waitSubscribed() async -> Bool { await waitUntil(timeout: .seconds(10)) { seen.withLock { $0.subscribed } } }
+
+    func stop() { client.stop() }
+}
+
+/// A client with a persistent session (clean session false) that subscribes to `filter` with QoS 1 again
+/// on every CONNACK and then calls `subscribed`; set its message handler, then `start()` it.
+func persistentSubscriber(
+    port: Int, clientID: String, filter: String, username: String? = nil, password: String? = nil,
+    subscribed: @escaping @Sendable () -> Void
+) throws -> MQTTClient {
+    var options = MQTTConnectOptions(host: "127.0.0.1", port: port, clientID: clientID)
+    options.cleanSession = false
+    options.username = username
+    options.password = password
+    let client = try MQTTClient(options: options)
+    client.setConnectHandler { [weak client] code, _ in
+        guard code == 0 else { return }
+        try? client?.subscribe(filter, qos: 1)
+        subscribed()
+    }
+    return client
+}
+
+/// A plain libmosquitto subscriber in kurir's place (the broker `kill -9` control): a persistent session
+/// under a fixed client id, QoS 1 on `notify/whatsapp/#`, and the request ids it received, in memory.
+/// It acknowledges as libmosquitto does (the PUBACK goes out once the handler returned).
+final class RequestRecorder: Sendable {
+    private struct Seen {
+        var ids = Set<String>()
+        var messages = 0
+        var last = ContinuousClock.now
+        var subscribed = false
+    }
+
+    private let client: MQTTClient
+    private let seen = Locked(Seen())
+
+    init(port: Int, clientID: String) throws {
+        let seen = self.seen
+        client = try persistentSubscriber(port: port, clientID: clientID, filter: "notify/whatsapp/#") {
+            seen.withLock { $0.subscribed = true }
+        }
+        client.setMessageHandler { message in
+            let id = (try? JSONCodec.decode(message.payload))?["id"]?.stringValue ?? "?"
+            seen.withLock { s in
+                s.ids.insert(id)
+                s.messages += 1
+                s.last = ContinuousClock.now
+            }
+        }
+        try client.start()
+    }
+
+    /// Distinct request ids received so far.
+    var ids: Set<String> { seen.withLock { $0.ids } }
+
+    /// Messages received (redeliveries included).
+    var messages: Int { seen.withLock { $0.messages } }
+
+    /// When the last message arrived.
+    var lastMessage: ContinuousClock.Instant { seen.withLock { $0.last } }
+
+    /// Whether it is connected to the broker now.
+    var isConnected: Bool { client.isConnected }
 
     func waitSubscribed() async -> Bool { await waitUntil(timeout: .seconds(10)) { seen.withLock { $0.subscribed } } }
 

@@ -3,6 +3,10 @@ import GRDB
 import KurirCore
 import KurirTestSupport
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 extension Suite {
     /// `kill -9` of kurir 20 times at random moments while requests flow.
     func killNine(_ f: inout Figures) async throws {
@@ -107,6 +111,48 @@ extension Suite {
         f.bar(fullLines.count == 1, "\(fullLines.count) 'store full' lines, expected exactly 1")
         let rowsAtFull = world.count("SELECT COUNT(*) FROM whatsapp_notifications")
         f.notes.append("store full after \(rowsAtFull) rows: \(fullLines.first.map { String($0.suffix(110)) } ?? "-")")
+        try await recoverAfterFull(world, requests, acked: acked, &f)
+    }
+
+    /// The disk-full scenario on a real small filesystem: kurir's database directory on a tmpfs of
+    /// `sizeKiB` that fills during the run (root only; otherwise the row says skipped).
+    func diskFullTmpfs(sizeKiB: Int, _ f: inout Figures) async throws {
+        let world = try await world("diskfull-tmpfs")
+        let small = world.directory + "/small"
+        try FileManager.default.createDirectory(atPath: small, withIntermediateDirectories: true)
+        guard geteuid() == 0, mount("tmpfs", small, "tmpfs", 0, "size=\(sizeKiB)k,mode=0700") == 0 else {
+            f.skipped = "no mount permission"
+            return
+        }
+        // Detach: whatever happened, nothing stays mounted under the work directory.
+        defer { umount2(small, Int32(MNT_DETACH)) }
+        world.environment["KURIR_DB_PATH"] = small + "/kurir.db"
+        let requests = (0..<3000).map { ChaosRequest.simple($0, scenario: "dt") }
+        try await world.startKurir()
+        let acked = await world.producer.publishAll(requests, timeout: .seconds(120))
+        let status = await world.reapKurir(timeout: .seconds(60))
+        let fullLines = world.log().split(separator: "\n").filter { $0.contains("store full") }
+        f.bar(status != nil && status != 0, "kurir did not exit non-zero on a full disk (status \(String(describing: status)))")
+        f.bar(fullLines.count == 1, "\(fullLines.count) 'store full' lines, expected exactly 1")
+        let rowsAtFull = world.count("SELECT COUNT(*) FROM whatsapp_notifications")
+        let lastLines = world.log().split(separator: "\n").suffix(3).map { String($0.suffix(160)) }
+        f.notes.append(
+            "tmpfs \(sizeKiB) KiB full after \(rowsAtFull) rows, exit status \(status.map(String.init) ?? "none"); last log lines: \(lastLines)"
+        )
+        // Space returns: the files (kurir is dead, so they are consistent) move to an ordinary directory.
+        let roomy = world.directory + "/roomy"
+        try FileManager.default.createDirectory(atPath: roomy, withIntermediateDirectories: true)
+        for file in try FileManager.default.contentsOfDirectory(atPath: small) {
+            try FileManager.default.copyItem(atPath: small + "/" + file, toPath: roomy + "/" + file)
+        }
+        world.environment["KURIR_DB_PATH"] = roomy + "/kurir.db"
+        try await recoverAfterFull(world, requests, acked: acked, &f)
+    }
+
+    /// After a full store: kurir restarted with room delivers everything acknowledged, nothing twice.
+    private func recoverAfterFull(_ world: World, _ requests: [ChaosRequest], acked: Set<Int>, _ f: inout Figures)
+        async throws
+    {
         try await world.startKurir()
         _ = await waitAllSent(world, acked.count, timeout: .seconds(120))
         let stopped = await world.stopKurir()

@@ -30,16 +30,16 @@ final class Suite: @unchecked Sendable {
             await scenario("crash-at \(point)") { try await self.crashPoint(point, &$0) }
         }
         await scenario("disk full") { try await self.diskFull(&$0) }
+        await scenario("disk full, small tmpfs") { try await self.diskFullTmpfs(sizeKiB: 2048, &$0) }
         await scenario("second kurir") { try await self.secondInstance(&$0) }
         await scenario("broker SIGTERM x5") { try await self.brokerRestarts(kill: false, &$0) }
         await scenario("broker kill -9 x5") { try await self.brokerRestarts(kill: true, &$0) }
+        await scenario("broker kill -9 x5, plain subscriber") { try await self.brokerKillControl(&$0) }
         await scenario("kurir offline") { try await self.kurirOffline(&$0) }
         await scenario("broker down \(brokerDownSeconds) s") { try await self.brokerDown(&$0) }
         for mode in GatewayMode.all {
             await scenario("primary \(mode.name) 100%") { try await self.gatewayMode(mode, fraction: 1, &$0) }
-            if mode.partial {
-                await scenario("primary \(mode.name) 30%") { try await self.gatewayMode(mode, fraction: 0.3, &$0) }
-            }
+            await scenario("primary \(mode.name) 30%") { try await self.gatewayMode(mode, fraction: 0.3, &$0) }
         }
         await scenario("both gateways down, back") { try await self.bothDown(&$0) }
         await scenario("retry exhaustion") { try await self.retryExhaustion(&$0) }
@@ -56,7 +56,7 @@ final class Suite: @unchecked Sendable {
         guard only.isEmpty || only.contains(where: { name.contains($0) }) else { return }
         var figures = Figures(name)
         let started = ContinuousClock.now
-        FileHandle.standardError.write(Data("chaos: \(name) …\n".utf8))
+        Console.err("chaos: \(name) …")
         do {
             try await body(&figures)
         } catch {
@@ -65,10 +65,8 @@ final class Suite: @unchecked Sendable {
         for world in open { await world.shutdown() }
         open = []
         figures.wall = ContinuousClock.now - started
-        FileHandle.standardError.write(
-            Data(
-                "chaos: \(name): \(figures.failures.isEmpty ? "ok" : "FAIL \(figures.failures)") in \(Report.seconds(figures.wall))\n"
-                    .utf8))
+        Console.err(
+            "chaos: \(name): \(figures.failures.isEmpty ? "ok" : "FAIL \(figures.failures)") in \(Report.seconds(figures.wall))")
         results.append(figures)
     }
 
