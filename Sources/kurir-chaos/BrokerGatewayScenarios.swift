@@ -31,7 +31,9 @@ extension Suite {
         let world = try await world(kill ? "broker-kills" : "broker-restarts")
         let requests = (0..<n(5000)).map { ChaosRequest.simple($0, scenario: kill ? "bk" : "br") }
         try await world.startKurir()
-        let ackedSet = try await publishThroughBrokerRestarts(world, requests, kill: kill)
+        let (ackedSet, backlog) = try await publishThroughBrokerRestarts(world, requests, kill: kill) {
+            world.count("SELECT COUNT(*) FROM whatsapp_notifications")
+        }
         _ = await waitAllSent(world, ackedSet.count, timeout: .seconds(60))
         let eventsOK = await waitEvents(world, kind: "delivered", count: ackedSet.count, timeout: .seconds(30))
         f.bar(eventsOK, "delivered events \(world.events.distinct("delivered")) < \(ackedSet.count)")
@@ -46,6 +48,16 @@ extension Suite {
         )
         f.bar(f.duplicates == 0, "\(f.duplicates) duplicate sends (every request has an id)")
         guard kill else { return }
+        let arrivals =
+            (try? world.query { db in
+                try String.fetchAll(db, sql: "SELECT created_at FROM whatsapp_notifications").compactMap {
+                    Timestamp(rfc3339: $0)?.millisecondsSinceEpoch
+                }
+            }) ?? []
+        let intake = flowingRate(arrivals)
+        kurirIntakeRate = intake.perSecond >= 1 ? intake.perSecond : nil
+        f.notes.append(
+            "kurir intake \(intake.description); acknowledged but not yet received at each kill: \(backlog)")
         // Where the lost ones were lost: never handed to kurir by the broker, or inside kurir.
         let view = GatewayView(world.gateways)
         let lost = requests.filter { ackedSet.contains($0.index) && !$0.targets.allSatisfy { (view.accepted[$0] ?? 0) > 0 } }
@@ -59,27 +71,57 @@ extension Suite {
     }
 
     /// Publishes `requests` while the broker is stopped with SIGTERM (`kill: false`) or killed with SIGKILL
-    /// 5 times, 0.8–1.6 s apart; returns what it acknowledged to the producer.
-    private func publishThroughBrokerRestarts(_ world: World, _ requests: [ChaosRequest], kill: Bool) async throws -> Set<Int> {
+    /// 5 times, 0.8–1.6 s apart; returns what it acknowledged to the producer, and the backlog just before
+    /// each stop: acknowledged so far minus `received()` (distinct requests the consumer holds), i.e. what
+    /// sat in the broker's memory or on the wire when it went.
+    private func publishThroughBrokerRestarts(
+        _ world: World, _ requests: [ChaosRequest], kill: Bool, received: () -> Int
+    ) async throws -> (acked: Set<Int>, backlog: [Int]) {
         async let acked = world.producer.publishAll(requests, timeout: .seconds(300), resendAfter: .seconds(5))
+        var backlog: [Int] = []
         for _ in 0..<5 {
             try await Task.sleep(for: .milliseconds(Int.random(in: 800...1600)))
+            backlog.append(max(0, world.producer.acknowledgedCount - received()))
             if kill { await world.broker.kill() } else { await world.broker.stop() }
             try await Task.sleep(for: .milliseconds(300))
             try await world.broker.start()
         }
-        return await acked
+        return (await acked, backlog)
+    }
+
+    /// A consumer's intake rate while messages flow, from each distinct request's first arrival (wall-clock
+    /// ms): arrivals per second of the time between consecutive arrivals, leaving out pauses over 100 ms
+    /// (broker down, reconnect, producer idle), so the kill timing does not dilute it.
+    private func flowingRate(_ arrivals: [Int64]) -> (perSecond: Double, description: String) {
+        let sorted = arrivals.sorted()
+        var flowingMs: Int64 = 0
+        var steps = 0
+        for (a, b) in zip(sorted, sorted.dropFirst()) where b - a <= 100 {
+            flowingMs += b - a
+            steps += 1
+        }
+        let rate = flowingMs > 0 ? Double(steps) * 1000 / Double(flowingMs) : 0
+        let span = Double((sorted.last ?? 0) - (sorted.first ?? 0)) / 1000
+        return (
+            rate,
+            "\(Int(rate.rounded()))/s while flowing (\(sorted.count) requests over \(String(format: "%.1f", span)) s, \(String(format: "%.1f", Double(flowingMs) / 1000)) s of it flowing)"
+        )
     }
 
     /// The broker `kill -9` scenario with a plain libmosquitto subscriber in kurir's place: measures what
     /// the broker itself loses of what it acknowledged, the figure the kurir scenario is compared against.
     func brokerKillControl(_ f: inout Figures) async throws {
         let world = try await world("broker-kills-control")
-        let subscriber = try RequestRecorder(port: world.broker.port, clientID: "chaos-plain-subscriber")
+        // Paced to kurir's measured intake so as many acknowledged messages wait in the broker. Without it
+        // (kurir's scenario not run first), 570/s: kurir measured 344–871/s here over five runs.
+        let target = kurirIntakeRate ?? 570
+        let subscriber = try RequestRecorder(
+            port: world.broker.port, clientID: "chaos-plain-subscriber", commitTo: world.directory + "/plain-subscriber.db",
+            handlingTime: .seconds(1) / target)
         defer { subscriber.stop() }
         guard await subscriber.waitSubscribed() else { throw ChaosError("the plain subscriber did not subscribe") }
         let requests = (0..<n(5000)).map { ChaosRequest.simple($0, scenario: "bkc") }
-        let acked = try await publishThroughBrokerRestarts(world, requests, kill: true)
+        let (acked, backlog) = try await publishThroughBrokerRestarts(world, requests, kill: true) { subscriber.ids.count }
         let wanted = Set(requests.filter { acked.contains($0.index) }.compactMap(\.id))
         // What the broker lost never arrives: stop once all arrived, or nothing came for 5 s while connected.
         let complete = await waitUntil(timeout: .seconds(90)) {
@@ -93,6 +135,10 @@ extension Suite {
         f.lost = wanted.count - received.count
         f.bar(acked.count == requests.count, "broker acknowledged \(acked.count) of \(requests.count)")
         f.bar(complete, "the subscriber was still receiving or disconnected after 90 s")
+        f.bar(subscriber.commitFailures == 0, "\(subscriber.commitFailures) of the subscriber's commits failed")
+        f.notes.append(
+            "plain subscriber intake \(flowingRate(subscriber.firstArrivals).description), paced to \(Int(target.rounded()))/s (\(kurirIntakeRate == nil ? "default, kurir's scenario did not run" : "kurir's rate above")): one SQLite commit per message, then a sleep to \(String(format: "%.2f", 1000 / target)) ms per message; acknowledged but not yet received at each kill: \(backlog)"
+        )
         f.notes.append(
             "measurement of the broker, no bar on lost: a plain libmosquitto subscriber (persistent session, QoS 1) received \(received.count) of the \(acked.count) acknowledged requests (\(subscriber.messages) messages with redeliveries); lost \(f.lost): \(wanted.subtracting(received).sorted().prefix(5))"
         )

@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 import KurirCore
 import KurirJSON
 import KurirMQTT
@@ -265,27 +266,54 @@ func persistentSubscriber(
 
 /// A plain libmosquitto subscriber in kurir's place (the broker `kill -9` control): a persistent session
 /// under a fixed client id, QoS 1 on `notify/whatsapp/#`, and the request ids it received, in memory.
-/// It acknowledges as libmosquitto does (the PUBACK goes out once the handler returned).
+/// It acknowledges as kurir does: the same `MQTTClient`, so the PUBACK goes out once the handler returned.
+///
+/// With `commitTo`, the handler commits one `INSERT` per message into a database of its own (WAL,
+/// `synchronous=NORMAL`, as kurir runs in the suite); it then sleeps out the rest of `handlingTime`: kurir's
+/// intake also shares its 2 cores with delivery, so a bare commit would still drain the broker faster,
+/// and fewer acknowledged messages would wait in the broker's memory when it dies than with kurir.
 final class RequestRecorder: Sendable {
     private struct Seen {
         var ids = Set<String>()
+        /// Wall-clock milliseconds of each id's first arrival (kurir's `created_at` has the same resolution).
+        var firstArrivals: [Int64] = []
         var messages = 0
+        var commitFailures = 0
         var last = ContinuousClock.now
         var subscribed = false
     }
 
     private let client: MQTTClient
     private let seen = Locked(Seen())
+    private let database: DatabaseQueue?
 
-    init(port: Int, clientID: String) throws {
+    init(port: Int, clientID: String, commitTo databasePath: String? = nil, handlingTime: Duration = .zero) throws {
         let seen = self.seen
+        let database = try databasePath.map(Self.openDatabase)
+        self.database = database
         client = try persistentSubscriber(port: port, clientID: clientID, filter: "notify/whatsapp/#") {
             seen.withLock { $0.subscribed = true }
         }
         client.setMessageHandler { message in
+            let started = ContinuousClock.now
             let id = (try? JSONCodec.decode(message.payload))?["id"]?.stringValue ?? "?"
+            let now = Int64(Date().timeIntervalSince1970 * 1000)
+            var committed = true
+            if let database {
+                do {
+                    try database.write { db in
+                        try db.cachedStatement(sql: "INSERT OR IGNORE INTO received (request_id, received_at) VALUES (?, ?)")
+                            .execute(arguments: [id, now])
+                    }
+                } catch {
+                    committed = false
+                }
+            }
+            let rest = handlingTime - (ContinuousClock.now - started)
+            if rest > .zero { usleep(UInt32(rest / .microseconds(1))) }
             seen.withLock { s in
-                s.ids.insert(id)
+                if !committed { s.commitFailures += 1 }
+                if s.ids.insert(id).inserted { s.firstArrivals.append(now) }
                 s.messages += 1
                 s.last = ContinuousClock.now
             }
@@ -293,11 +321,29 @@ final class RequestRecorder: Sendable {
         try client.start()
     }
 
+    private static func openDatabase(_ path: String) throws -> DatabaseQueue {
+        var configuration = Configuration()
+        configuration.journalMode = .wal
+        configuration.busyMode = .timeout(5)
+        let queue = try DatabaseQueue(path: path, configuration: configuration)
+        try queue.writeWithoutTransaction { db in
+            try db.execute(sql: "PRAGMA synchronous = NORMAL")
+            try db.execute(sql: "CREATE TABLE IF NOT EXISTS received (request_id TEXT PRIMARY KEY, received_at INTEGER NOT NULL)")
+        }
+        return queue
+    }
+
     /// Distinct request ids received so far.
     var ids: Set<String> { seen.withLock { $0.ids } }
 
+    /// Wall-clock milliseconds of each distinct request's first arrival.
+    var firstArrivals: [Int64] { seen.withLock { $0.firstArrivals } }
+
     /// Messages received (redeliveries included).
     var messages: Int { seen.withLock { $0.messages } }
+
+    /// Commits that failed (the message was acknowledged anyway: the control has no way to refuse).
+    var commitFailures: Int { seen.withLock { $0.commitFailures } }
 
     /// When the last message arrived.
     var lastMessage: ContinuousClock.Instant { seen.withLock { $0.last } }
@@ -307,7 +353,10 @@ final class RequestRecorder: Sendable {
 
     func waitSubscribed() async -> Bool { await waitUntil(timeout: .seconds(10)) { seen.withLock { $0.subscribed } } }
 
-    func stop() { client.stop() }
+    func stop() {
+        client.stop()
+        try? database?.close()
+    }
 }
 
 extension JSONValue {

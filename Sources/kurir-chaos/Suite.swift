@@ -11,6 +11,9 @@ final class Suite: @unchecked Sendable {
     let brokerDownSeconds: Int
     let only: [String]
     private(set) var results: [Figures] = []
+    /// kurir's intake rate (requests/s while flowing) in this invocation's `broker kill -9 x5`, which the
+    /// plain-subscriber control that follows it paces itself to.
+    var kurirIntakeRate: Double?
     /// Worlds of the running scenario, shut down when it ends whatever happened.
     private var open: [World] = []
 
