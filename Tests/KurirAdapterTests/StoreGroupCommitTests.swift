@@ -217,4 +217,3 @@ struct StoreGroupCommitTests {
         #expect(try store.notifications().filter { $0.status == "sent" }.count == 3 * perThread)
     }
 }
-
