@@ -54,8 +54,9 @@ final class DeliveryService: Service {
                     var claimed: [DeliveryRecord] = []
                     if free > 0 && (drained || free >= claimBatch) {
                         do {
-                            claimed = try store.claimDueInTargetOrder(
-                                now: clock.now(), limit: free, busyTargets: busyTargets.snapshot())
+                            claimed = try await store.claimDueGrouped(
+                                now: clock.now(), limit: free, busyTargets: busyTargets.snapshot(),
+                                firstAttempt: configuration.chain.first?.provider)
                         } catch {
                             FatalExit.now("store failed while claiming deliveries: \(error)")
                         }
@@ -72,7 +73,7 @@ final class DeliveryService: Service {
                         }
                     }
                     if claimed.count == free && free > 0 { continue }
-                    await wakeup.wait(upTo: drained ? sleepDuration() : .milliseconds(100))
+                    await wakeup.wait(upTo: drained ? await sleepDuration() : .milliseconds(100))
                 }
             }
         } onGracefulShutdown: {
@@ -84,8 +85,8 @@ final class DeliveryService: Service {
     ///
     /// Rows due at once need no timer: intake and finishing rounds signal `wakeup`. (Asking for the
     /// earliest due time of every waiting row scanned the whole backlog on each pass.)
-    private func sleepDuration() -> Duration {
-        guard let next = try? store.nextRetryTime() else { return idlePoll }
+    private func sleepDuration() async -> Duration {
+        guard let next = try? await store.nextRetryTimeGrouped() else { return idlePoll }
         let wait = next.milliseconds(since: clock.now())
         return wait <= 0 ? .milliseconds(1) : min(.milliseconds(wait), idlePoll)
     }
@@ -114,6 +115,8 @@ final class DeliveryService: Service {
             chain: configuration.chain, target: target, message: record.message, referenceID: record.requestID)
         var recorded = 0
         var pendingCompletion: CompletedAttempt?
+        // Inserted by the claim for the chain's first gateway, which the round always tries (or skips) first.
+        var premadeAttempt = record.pendingAttemptID
         while true {
             let step = round.next()
             // Gateways skipped inside `next()` (message too long) left refused attempts to record.
@@ -124,7 +127,8 @@ final class DeliveryService: Service {
                         events: completion.events)
                     pendingCompletion = nil
                 }
-                try recordSkipped(round.attempts[recorded], of: record, round: &round)
+                try recordSkipped(round.attempts[recorded], of: record, round: &round, attemptID: premadeAttempt)
+                premadeAttempt = nil
                 recorded += 1
             }
             switch step {
@@ -138,8 +142,14 @@ final class DeliveryService: Service {
                     pendingCompletion = nil
                 }
                 // Group-committed with the other rounds' writes, and committed before the request goes out.
-                let attemptID = try await store.beginAttemptGrouped(
-                    notificationID: record.id, provider: provider, at: clock.now())
+                let attemptID: Int64
+                if let premadeAttempt {
+                    attemptID = premadeAttempt
+                } else {
+                    attemptID = try await store.beginAttemptGrouped(
+                        notificationID: record.id, provider: provider, at: clock.now())
+                }
+                premadeAttempt = nil
                 CrashPoints.reach(.beforeHTTP)
                 let (reply, latency) = await caller.call(request)
                 CrashPoints.reach(.afterHTTP)
@@ -180,8 +190,11 @@ final class DeliveryService: Service {
     }
 
     /// Records an attempt that never went on the wire (a gateway skipped before sending).
-    private func recordSkipped(_ attempt: AttemptResult, of record: DeliveryRecord, round: inout FailoverRound) throws {
-        let attemptID = try store.beginAttempt(notificationID: record.id, provider: attempt.provider, at: clock.now())
+    private func recordSkipped(
+        _ attempt: AttemptResult, of record: DeliveryRecord, round: inout FailoverRound, attemptID premade: Int64?
+    ) throws {
+        let attemptID =
+            try premade ?? store.beginAttempt(notificationID: record.id, provider: attempt.provider, at: clock.now())
         try store.completeAttempt(
             attemptID: attemptID, notificationID: record.id, result: attempt, events: failoverEvents(&round, record))
         log(round.drainLogLines())

@@ -70,7 +70,7 @@ final class OutboxPublisher: Service {
     func run() async throws {
         await withGracefulShutdownHandler {
             while !Task.isShuttingDownGracefully && !Task.isCancelled {
-                publishBatch()
+                await publishBatch()
                 await wakeup.wait(upTo: .seconds(1))
             }
         } onGracefulShutdown: {
@@ -83,7 +83,7 @@ final class OutboxPublisher: Service {
     private func drain() async {
         let deadline = ContinuousClock.now.advanced(by: drainDeadline)
         while ContinuousClock.now < deadline {
-            publishBatch()
+            await publishBatch()
             let remaining = (try? store.outboxCount()) ?? 0
             if remaining == 0 { return }
             await wakeup.wait(upTo: .milliseconds(50))
@@ -92,13 +92,13 @@ final class OutboxPublisher: Service {
         if remaining > 0 { logger.notice("\(remaining) event(s) left in the outbox, published at next start") }
     }
 
-    private func publishBatch() {
+    private func publishBatch() async {
         while true {
             let (connected, cursor, room) = state.withLock { ($0.connected, $0.cursor, maxInFlight - $0.inFlight.count) }
             guard connected, room > 0 else { return }
             let rows: [(id: Int64, event: OutboxEvent)]
             do {
-                rows = try store.outbox(after: cursor, limit: min(batchSize, room))
+                rows = try await store.outboxGrouped(after: cursor, limit: min(batchSize, room))
             } catch {
                 logger.error("outbox read failed: \(error)")
                 return

@@ -53,6 +53,48 @@ final class GroupCommitter: Sendable {
         return try result.get()
     }
 
+    /// Runs `body` in a group transaction and returns once it committed, blocking the calling thread (for
+    /// libmosquitto's message callback, which must not return before the request is durable).
+    ///
+    /// With no transaction running the caller runs one itself, taking every queued write along, so the
+    /// intake commit and the rounds' writes share a commit (one fsync in FULL) and no thread hand-off is paid;
+    /// otherwise it waits for the running drain to take its write.
+    func runBlocking<T: Sendable>(_ operation: String, _ body: @escaping @Sendable (Database) throws -> T)
+        throws(StoreError) -> T
+    {
+        let outcome = ResultBox<Result<T, StoreError>>()
+        let done = DispatchSemaphore(value: 0)
+        let job = Job(
+            operation: operation,
+            execute: { db in outcome.set(.success(try body(db))) },
+            complete: { error in
+                if let error { outcome.set(.failure(error)) }
+                done.signal()
+            })
+        let leader = state.withLock { state -> Bool in
+            state.jobs.append(job)
+            if state.draining { return false }
+            state.draining = true
+            return true
+        }
+        if leader {
+            drain()
+            let more = state.withLock { state -> Bool in
+                if state.jobs.isEmpty {
+                    state.draining = false
+                    return false
+                }
+                return true
+            }
+            if more { dispatch.async { self.drainLoop() } }
+        }
+        done.wait()
+        guard let result = outcome.take() else {
+            throw StoreError(code: .sqlite, message: "store \(operation) lost its result")
+        }
+        return try result.get()
+    }
+
     /// Queues `body` for the next group transaction without waiting; a failure is dropped (callers use
     /// this only for writes whose loss is harmless, such as outbox deletions).
     func submit(_ operation: String, _ body: @escaping @Sendable (Database) throws -> Void) {

@@ -116,32 +116,40 @@ public final class Store: Sendable {
     /// inserted also insert its events. Returns, per delivery, whether it was inserted. Synchronous:
     /// called inside the MQTT message callback.
     public func accept(_ deliveries: [NewDelivery]) throws(StoreError) -> [Bool] {
-        try write("accept") { db in
-            var inserted: [Bool] = []
-            inserted.reserveCapacity(deliveries.count)
-            // Cached: this runs once per request, and preparing the statement cost more than running it.
-            let statement = try db.cachedStatement(
-                sql: """
-                    INSERT OR IGNORE INTO whatsapp_notifications
-                      (request_id, route, target, message, priority, reply_to, provider, status,
-                       error_message, created_at, updated_at)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                    """)
-            for d in deliveries {
-                let created = d.createdAt.rfc3339
-                try statement.execute(
-                    arguments: [
-                        d.requestID, d.route, d.target, d.message, d.priority.rawValue, d.replyTo, d.provider,
-                        d.status.rawValue, d.errorMessage, created, created,
-                    ])
-                let isNew = db.changesCount > 0
-                inserted.append(isNew)
-                if isNew {
-                    try Self.insert(d.events, at: created, db)
-                }
-            }
-            return inserted
+        // FULL: the fsync dominates, so the intake joins the group commit and shares it with the rounds'
+        // writes. NORMAL: a commit costs less than the hand-off to another thread (measured both ways in
+        // `make bench`, docs/performance.md).
+        if requestedSync == .full {
+            return try committer.runBlocking("accept") { db in try Self.accept(deliveries, db) }
         }
+        return try write("accept") { db in try Self.accept(deliveries, db) }
+    }
+
+    private static func accept(_ deliveries: [NewDelivery], _ db: Database) throws -> [Bool] {
+        var inserted: [Bool] = []
+        inserted.reserveCapacity(deliveries.count)
+        // Cached: this runs once per request, and preparing the statement cost more than running it.
+        let statement = try db.cachedStatement(
+            sql: """
+                INSERT OR IGNORE INTO whatsapp_notifications
+                  (request_id, route, target, message, priority, reply_to, provider, status,
+                   error_message, created_at, updated_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """)
+        for d in deliveries {
+            let created = d.createdAt.rfc3339
+            try statement.execute(
+                arguments: [
+                    d.requestID, d.route, d.target, d.message, d.priority.rawValue, d.replyTo, d.provider,
+                    d.status.rawValue, d.errorMessage, created, created,
+                ])
+            let isNew = db.changesCount > 0
+            inserted.append(isNew)
+            if isNew {
+                try Self.insert(d.events, at: created, db)
+            }
+        }
+        return inserted
     }
 
     // MARK: Delivery loop
@@ -230,57 +238,92 @@ public final class Store: Sendable {
     ) throws(StoreError) -> [DeliveryRecord] {
         guard limit > 0 else { return [] }
         return try write("claim") { db in
-            var records: [DeliveryRecord] = []
-            var taken = busyTargets
-            var afterRank = -1
-            var afterID: Int64 = 0
-            var scanned = 0
-            let page = max(64, min(limit * 2, 1024))
-            let select = try db.cachedStatement(
-                sql: """
-                    SELECT id, request_id, route, target, message, priority, reply_to, status, attempts, retries,
-                           created_at, \(Self.queueRank) AS rank
-                    FROM whatsapp_notifications INDEXED BY whatsapp_notifications_queue
-                    WHERE status IN ('pending', 'retrying') AND in_flight_since IS NULL
-                      AND (\(Self.queueRank), id) > (?, ?)
-                      AND (next_attempt_at IS NULL OR next_attempt_at <= ?)
-                    ORDER BY \(Self.queueRank), id
-                    LIMIT ?
-                    """)
-            let mark = try db.cachedStatement(sql: "UPDATE whatsapp_notifications SET in_flight_since = ? WHERE id = ?")
-            let nowText = now.rfc3339
-            scan: while records.count < limit && scanned < scanLimit {
-                let rows = try Row.fetchAll(select, arguments: [afterRank, afterID, nowText, page])
-                if rows.isEmpty { break }
-                for row in rows {
-                    scanned += 1
-                    afterRank = row["rank"]
-                    afterID = row["id"]
-                    let target: String = row["target"]
-                    guard !taken.contains(target) else { continue }
-                    taken.insert(target)
-                    let record = try Self.record(row)
-                    try mark.execute(arguments: [nowText, record.id])
-                    records.append(record)
-                    if records.count == limit { break scan }
-                }
-                if rows.count < page { break }
-            }
-            return records
+            try Self.claim(now, limit, busyTargets, scanLimit, firstAttempt: nil, db)
         }
+    }
+
+    /// `claimDueInTargetOrder`, group-committed with the rounds' writes, so the claiming task suspends
+    /// instead of blocking an executor thread while another transaction runs.
+    ///
+    /// `firstAttempt`: for each claimed row on its first round (no attempts yet), also insert an attempt
+    /// of this provider with NULL outcome, in the same transaction, and return its id in
+    /// `DeliveryRecord.pendingAttemptID`; the round uses it for its first attempt instead of a commit of its own.
+    public func claimDueGrouped(
+        now: Timestamp, limit: Int, busyTargets: Set<String>, firstAttempt: Provider?, scanLimit: Int = 20_000
+    ) async throws(StoreError) -> [DeliveryRecord] {
+        guard limit > 0 else { return [] }
+        return try await committer.run("claim") { db in
+            try Self.claim(now, limit, busyTargets, scanLimit, firstAttempt: firstAttempt, db)
+        }
+    }
+
+    private static func claim(
+        _ now: Timestamp, _ limit: Int, _ busyTargets: Set<String>, _ scanLimit: Int, firstAttempt: Provider?,
+        _ db: Database
+    ) throws -> [DeliveryRecord] {
+        var records: [DeliveryRecord] = []
+        var taken = busyTargets
+        var afterRank = -1
+        var afterID: Int64 = 0
+        var scanned = 0
+        let page = max(64, min(limit * 2, 1024))
+        let select = try db.cachedStatement(
+            sql: """
+                SELECT id, request_id, route, target, message, priority, reply_to, status, attempts, retries,
+                       created_at, \(Self.queueRank) AS rank
+                FROM whatsapp_notifications INDEXED BY whatsapp_notifications_queue
+                WHERE status IN ('pending', 'retrying') AND in_flight_since IS NULL
+                  AND (\(Self.queueRank), id) > (?, ?)
+                  AND (next_attempt_at IS NULL OR next_attempt_at <= ?)
+                ORDER BY \(Self.queueRank), id
+                LIMIT ?
+                """)
+        let mark = try db.cachedStatement(sql: "UPDATE whatsapp_notifications SET in_flight_since = ? WHERE id = ?")
+        let nowText = now.rfc3339
+        scan: while records.count < limit && scanned < scanLimit {
+            let rows = try Row.fetchAll(select, arguments: [afterRank, afterID, nowText, page])
+            if rows.isEmpty { break }
+            for row in rows {
+                scanned += 1
+                afterRank = row["rank"]
+                afterID = row["id"]
+                let target: String = row["target"]
+                guard !taken.contains(target) else { continue }
+                taken.insert(target)
+                var record = try Self.record(row)
+                try mark.execute(arguments: [nowText, record.id])
+                if let firstAttempt, record.attempts == 0 {
+                    record.pendingAttemptID = try Self.beginAttempt(record.id, firstAttempt, now, db)
+                }
+                records.append(record)
+                if records.count == limit { break scan }
+            }
+            if rows.count < page { break }
+        }
+        return records
     }
 
     /// Earliest `next_attempt_at` of a retry waiting for its time (nil when none); rows without one are
     /// due at once and wake the delivery loop when written, so they need no timer.
     public func nextRetryTime() throws(StoreError) -> Timestamp? {
-        let text = try read("next retry") { db in
-            try String.fetchOne(
-                db,
-                sql: """
-                    SELECT MIN(next_attempt_at) FROM whatsapp_notifications
-                    WHERE status IN ('pending', 'retrying') AND in_flight_since IS NULL AND next_attempt_at IS NOT NULL
-                    """)
-        }
+        try parseRetryTime(read("next retry") { db in try Self.nextRetryText(db) })
+    }
+
+    /// `nextRetryTime`, through the group committer (no executor thread blocked behind a transaction).
+    public func nextRetryTimeGrouped() async throws(StoreError) -> Timestamp? {
+        try parseRetryTime(await committer.run("next retry") { db in try Self.nextRetryText(db) })
+    }
+
+    private static func nextRetryText(_ db: Database) throws -> String? {
+        try String.fetchOne(
+            db,
+            sql: """
+                SELECT MIN(next_attempt_at) FROM whatsapp_notifications
+                WHERE status IN ('pending', 'retrying') AND in_flight_since IS NULL AND next_attempt_at IS NOT NULL
+                """)
+    }
+
+    private func parseRetryTime(_ text: String?) throws(StoreError) -> Timestamp? {
         guard let text else { return nil }
         guard let time = Timestamp(rfc3339: text) else {
             throw StoreError(code: .corrupt, message: "database \(path): malformed time in whatsapp_notifications")
@@ -427,17 +470,24 @@ public final class Store: Sendable {
 
     /// Outbox rows with id > afterID in id order, at most limit.
     public func outbox(after afterID: Int64, limit: Int) throws(StoreError) -> [(id: Int64, event: OutboxEvent)] {
-        try read("read outbox") { db in
-            let rows = try Row.fetchAll(
-                db, sql: "SELECT id, event_id, topic, payload FROM event_outbox WHERE id > ? ORDER BY id LIMIT ?",
-                arguments: [afterID, max(0, limit)])
-            return rows.map { row in
-                let payload: Data = row["payload"] ?? Data()
-                return (
-                    id: row["id"],
-                    event: OutboxEvent(eventID: row["event_id"], topic: row["topic"], payload: [UInt8](payload))
-                )
-            }
+        try read("read outbox") { db in try Self.outbox(afterID, limit, db) }
+    }
+
+    /// `outbox(after:limit:)`, through the group committer (no executor thread blocked behind a transaction).
+    public func outboxGrouped(after afterID: Int64, limit: Int) async throws(StoreError) -> [(id: Int64, event: OutboxEvent)] {
+        try await committer.run("read outbox") { db in try Self.outbox(afterID, limit, db) }
+    }
+
+    private static func outbox(_ afterID: Int64, _ limit: Int, _ db: Database) throws -> [(id: Int64, event: OutboxEvent)] {
+        let rows = try Row.fetchAll(
+            db.cachedStatement(sql: "SELECT id, event_id, topic, payload FROM event_outbox WHERE id > ? ORDER BY id LIMIT ?"),
+            arguments: [afterID, max(0, limit)])
+        return rows.map { row in
+            let payload: Data = row["payload"] ?? Data()
+            return (
+                id: row["id"],
+                event: OutboxEvent(eventID: row["event_id"], topic: row["topic"], payload: [UInt8](payload))
+            )
         }
     }
 

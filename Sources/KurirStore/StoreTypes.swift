@@ -152,6 +152,8 @@ public struct DeliveryRecord: Sendable, Equatable {
     public var retries: Int
     /// When the request was received.
     public var createdAt: Timestamp
+    /// The first attempt's row, inserted by the claim (`claimDueGrouped(firstAttempt:)`), NULL outcome.
+    public var pendingAttemptID: Int64? = nil
 
     /// Creates a record.
     public init(

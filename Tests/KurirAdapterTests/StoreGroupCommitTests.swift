@@ -161,4 +161,59 @@ struct StoreGroupCommitTests {
         #expect(try store.nextRetryTime() == at(300))
         #expect(try store.claimDueInTargetOrder(now: at(299), limit: 5, busyTargets: []).map(\.requestID) == ["r2"])
     }
+    @Test func groupedClaimInsertsTheFirstAttemptOfFirstRoundsOnly() async throws {
+        let dir = try Scratch()
+        let store = try Store(path: dir.database, sync: .normal)
+        _ = try store.accept([row("r1", target: "A"), row("r2", target: "B")])
+        // r2 had a round already: it gets no pre-made attempt.
+        let first = try store.claimDueInTargetOrder(now: at(1), limit: 10, busyTargets: ["A"])
+        let earlier = try store.beginAttempt(notificationID: first[0].id, provider: .fonnte, at: at(1))
+        try store.completeAttempt(
+            attemptID: earlier, notificationID: first[0].id,
+            result: AttemptResult(provider: .fonnte, outcome: .refused, error: "x", httpStatus: 200, latencyMs: 1),
+            events: [])
+        try store.finishRound(
+            notificationID: first[0].id, status: .retrying, provider: "fonnte", failover: false, errorMessage: "x",
+            sentAt: nil, nextAttemptAt: at(2), retries: 1, at: at(1), events: [])
+        let claimed = try await store.claimDueGrouped(now: at(3), limit: 10, busyTargets: [], firstAttempt: .wablas)
+        #expect(claimed.map(\.requestID) == ["r1", "r2"])
+        let premade = try #require(claimed[0].pendingAttemptID)
+        #expect(claimed[1].pendingAttemptID == nil)
+        let attempts = try store.attempts(notificationID: claimed[0].id)
+        #expect(attempts.map(\.id) == [premade])
+        #expect(attempts.first?.provider == "wablas")
+        #expect(attempts.first?.outcome == nil)
+        #expect(try store.attempts(notificationID: claimed[1].id).count == 1)
+    }
+
+    @Test(arguments: [DatabaseSync.full, .normal])
+    func concurrentIntakeAndGroupedWritesAllCommit(sync: DatabaseSync) async throws {
+        let dir = try Scratch()
+        let store = try Store(path: dir.database, sync: sync)
+        let perThread = 150
+        // Intake commits from plain threads (as libmosquitto's callback does) while grouped writes run.
+        let threads = (0..<3).map { t in
+            Thread {
+                for i in 0..<perThread { _ = try? store.accept([row("t\(t)-\(i)", target: "T\(t)-\(i)")]) }
+            }
+        }
+        threads.forEach { $0.start() }
+        var claimed = 0
+        var finished = 0
+        let deadline = ContinuousClock.now.advanced(by: .seconds(60))
+        while finished < 3 * perThread && ContinuousClock.now < deadline {
+            let batch = try await store.claimDueGrouped(now: at(1), limit: 16, busyTargets: [], firstAttempt: .fonnte)
+            claimed += batch.count
+            for record in batch {
+                try await store.finishRoundGrouped(
+                    sent(record.id),
+                    completing: CompletedAttempt(
+                        attemptID: try #require(record.pendingAttemptID), result: accepted, events: []))
+                finished += 1
+            }
+            if batch.isEmpty { try await Task.sleep(for: .milliseconds(5)) }
+        }
+        #expect(claimed == 3 * perThread)
+        #expect(try store.notifications().filter { $0.status == "sent" }.count == 3 * perThread)
+    }
 }
