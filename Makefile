@@ -74,6 +74,12 @@ bench-deps:
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq python3 python3-venv; \
 	fi
 
+## microbench: ordo-one/benchmark over the hot pure functions (decode, validate, classify, encode; under two minutes
+##             once built); nested package benchmarks/, so ordinary builds never pay for it
+.PHONY: microbench
+microbench: deps
+	cd benchmarks && $(SWIFT) package --disable-sandbox benchmark
+
 ## format-check: the Swift sources follow .swift-format (fix with `swift format format -i -r Sources Tests fuzz/Sources`)
 format-check:
 	$(SWIFT) format lint --strict -r Sources Tests fuzz/Sources
@@ -84,4 +90,4 @@ lint: format-check
 	yamllint -d relaxed docker/compose.yaml
 
 clean:
-	rm -rf .build .build-* demo-run .chaos-run fuzz/.build
+	rm -rf .build .build-* demo-run .chaos-run fuzz/.build benchmarks/.build
