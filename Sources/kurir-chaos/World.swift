@@ -75,6 +75,10 @@ final class World: @unchecked Sendable {
             "WHATSAPP_BACKUP_API_TOKEN": Canary.wablas,
             "WHATSAPP_BACKUP_API_URL": gateways.url(.wablas),
             "WHATSAPP_TIMEOUT_SECONDS": "1",
+            // The debug kurir and the in-process fake gateways (one event-loop thread) take over a second
+            // to answer 256 requests sent at once, which the 1 s timeout turns into `unknown` attempts the
+            // fake never chose; 32 keeps every answer within it, so the bars count what the fake decided.
+            "WHATSAPP_MAX_IN_FLIGHT": "32",
             "WHATSAPP_RETRY_DELAY_SECONDS": "1",
             "WHATSAPP_RETRY_MAX_DELAY_SECONDS": "4",
             "KURIR_DB_PATH": directory + "/kurir.db",
