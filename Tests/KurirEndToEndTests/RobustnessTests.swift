@@ -55,10 +55,13 @@ struct RobustnessTests {
         }
     }
 
-    @Test("kill -9 while 1,000 requests stream in: every acknowledged request is delivered")
-    func killDuringStream() async throws {
+    // Both modes: FULL (the default) commits the intake through the group committer, NORMAL on its own.
+    @Test(
+        "kill -9 while 1,000 requests stream in: every acknowledged request is delivered",
+        arguments: ["full", "normal"])
+    func killDuringStream(sync: String) async throws {
         let total = 1000
-        try await withWorld { world in
+        try await withWorld(["KURIR_DB_SYNC": sync]) { world in
             try await world.events.waitUntilSubscribed()
             try await world.startKurir()
             let publisher = try Publisher.shared(port: world.broker.port)
@@ -89,7 +92,7 @@ struct RobustnessTests {
             let rows = try world.rows()
             #expect(rows.count == total)
             #expect(rows.allSatisfy { $0.status == "sent" })
-            print("durability: requests \(total), kills 1, lost 0, duplicate sends \(sends - total)")
+            print("durability (\(sync)): requests \(total), kills 1, lost 0, duplicate sends \(sends - total)")
         }
     }
 
