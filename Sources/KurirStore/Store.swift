@@ -179,57 +179,10 @@ public final class Store: Sendable {
         }
     }
 
-    /// Rows with status pending/retrying, in_flight_since NULL, next_attempt_at NULL or <= now, ordered by
-    /// priority (critical, normal, bulk) then id; marks them in_flight_since = now; at most `limit`.
-    public func claimDue(now: Timestamp, limit: Int) throws(StoreError) -> [DeliveryRecord] {
-        guard limit > 0 else { return [] }
-        return try write("claim") { db in
-            let rows = try Row.fetchAll(
-                db,
-                sql: """
-                    SELECT id, request_id, route, target, message, priority, reply_to, status, attempts, retries,
-                           created_at
-                    FROM whatsapp_notifications
-                    WHERE status IN ('pending', 'retrying') AND in_flight_since IS NULL
-                      AND (next_attempt_at IS NULL OR next_attempt_at <= ?)
-                    ORDER BY CASE priority WHEN 'critical' THEN 0 WHEN 'normal' THEN 1 ELSE 2 END, id
-                    LIMIT ?
-                    """, arguments: [now.rfc3339, limit])
-            var records: [DeliveryRecord] = []
-            records.reserveCapacity(rows.count)
-            for row in rows {
-                let record = try Self.record(row)
-                try db.execute(
-                    sql: "UPDATE whatsapp_notifications SET in_flight_since = ? WHERE id = ?",
-                    arguments: [now.rfc3339, record.id])
-                records.append(record)
-            }
-            return records
-        }
-    }
-
-    /// Earliest next_attempt_at among pending/retrying rows not in flight (nil when none).
-    ///
-    /// A due row without a `next_attempt_at` (never tried yet) counts as due at its `created_at`.
-    public func nextDueTime() throws(StoreError) -> Timestamp? {
-        let text = try read("next due") { db in
-            try String.fetchOne(
-                db,
-                sql: """
-                    SELECT MIN(COALESCE(next_attempt_at, created_at)) FROM whatsapp_notifications
-                    WHERE status IN ('pending', 'retrying') AND in_flight_since IS NULL
-                    """)
-        }
-        guard let text else { return nil }
-        guard let time = Timestamp(rfc3339: text) else {
-            throw StoreError(code: .corrupt, message: "database \(path): malformed time in whatsapp_notifications")
-        }
-        return time
-    }
-
     /// Claims due rows one per target, in the order the rows were received within a priority: a target
     /// in `busyTargets` (a round in flight) or already taken earlier in this claim is skipped, so its
-    /// next row waits for the round before it to finish. Otherwise as `claimDue`.
+    /// next row waits for the round before it to finish. Rows with status pending/retrying, not in flight,
+    /// due by `now`, ordered by priority (critical, normal, bulk) then id, are marked in flight at `now`.
     ///
     /// Walks the queue index in claim order, at most `scanLimit` rows per call, so a backlog of one
     /// busy target costs a bounded scan rather than stalling the claim.

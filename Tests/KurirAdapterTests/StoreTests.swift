@@ -24,12 +24,19 @@ private func at(_ seconds: Int64) -> Timestamp {
     Timestamp(millisecondsSinceEpoch: t0.millisecondsSinceEpoch + seconds * 1000)
 }
 
+/// A target of its own per request id (FNV-1a), so the per-target claim treats each row independently.
+private func ownTarget(for requestID: String) -> String {
+    let hash = requestID.utf8.reduce(UInt64(14_695_981_039_346_656_037)) { ($0 ^ UInt64($1)) &* 1_099_511_628_211 }
+    return "62812" + String(format: "%08llu", hash % 100_000_000)
+}
+
 private func delivery(
-    _ requestID: String, target: String = "6281234567890", priority: Priority = .normal,
+    _ requestID: String, target: String? = nil, priority: Priority = .normal,
     status: DeliveryStatus = .pending, events: [OutboxEvent] = [], created: Timestamp = t0
 ) -> NewDelivery {
     NewDelivery(
-        requestID: requestID, route: "tickets/assigned", target: target, message: "hello \(requestID)",
+        requestID: requestID, route: "tickets/assigned", target: target ?? ownTarget(for: requestID),
+        message: "hello \(requestID)",
         priority: priority, replyTo: nil, provider: "fonnte", status: status,
         errorMessage: status == .rejected ? "missing message" : nil, createdAt: created, events: events)
 }
@@ -100,8 +107,8 @@ struct StoreTests {
     @Test func acceptIsIdempotentPerRequestAndTarget() throws {
         let dir = try StoreDirectory()
         let store = try Store(path: dir.database, sync: .normal)
-        #expect(try store.accept([delivery("r1", events: [event("e1")])]) == [true])
-        #expect(try store.accept([delivery("r1", events: [event("e1-again")])]) == [false])
+        #expect(try store.accept([delivery("r1", target: "6281234567890", events: [event("e1")])]) == [true])
+        #expect(try store.accept([delivery("r1", target: "6281234567890", events: [event("e1-again")])]) == [false])
         #expect(try store.outbox(after: 0, limit: 10).map(\.event.eventID) == ["e1"])
         // Same request, other target: a separate delivery. Duplicates inside one batch count once.
         #expect(
@@ -136,15 +143,15 @@ struct StoreTests {
             delivery("rejected", status: .rejected),
             delivery("disabled", status: .disabled),
         ])
-        let firstTwo = try store.claimDue(now: at(1), limit: 2)
+        let firstTwo = try store.claimDueInTargetOrder(now: at(1), limit: 2, busyTargets: [])
         #expect(firstTwo.map(\.requestID) == ["critical", "normal-1"])
-        let rest = try store.claimDue(now: at(1), limit: 10)
+        let rest = try store.claimDueInTargetOrder(now: at(1), limit: 10, busyTargets: [])
         #expect(rest.map(\.requestID) == ["normal-2", "bulk"])
-        #expect(try store.claimDue(now: at(2), limit: 10).isEmpty)
+        #expect(try store.claimDueInTargetOrder(now: at(2), limit: 10, busyTargets: []).isEmpty)
         let claimed = try store.notifications().filter { $0.inFlightSince != nil }
         #expect(claimed.count == 4)
         #expect(claimed.allSatisfy { $0.inFlightSince == at(1).rfc3339 })
-        #expect(try store.nextDueTime() == nil)
+        #expect(try store.nextRetryTime() == nil)
 
         let record = try #require(firstTwo.first)
         #expect(record.priority == .critical)
@@ -154,15 +161,15 @@ struct StoreTests {
 
         // Hand back: due again at once.
         try store.release(notificationID: record.id)
-        #expect(try store.nextDueTime() == t0)
-        #expect(try store.claimDue(now: at(3), limit: 10).map(\.id) == [record.id])
+        #expect(try store.nextRetryTime() == nil)
+        #expect(try store.claimDueInTargetOrder(now: at(3), limit: 10, busyTargets: []).map(\.id) == [record.id])
     }
 
     @Test func attemptsAreRecordedBeforeAndAfterTheRequest() throws {
         let dir = try StoreDirectory()
         let store = try Store(path: dir.database, sync: .full)
         _ = try store.accept([delivery("r1")])
-        let record = try #require(try store.claimDue(now: at(1), limit: 1).first)
+        let record = try #require(try store.claimDueInTargetOrder(now: at(1), limit: 1, busyTargets: []).first)
         let attemptID = try store.beginAttempt(notificationID: record.id, provider: .fonnte, at: at(2))
         let pending = try store.attempts(notificationID: record.id)
         #expect(pending.count == 1)
@@ -209,13 +216,13 @@ struct StoreTests {
         do {
             let store = try Store(path: dir.database, sync: .full)
             _ = try store.accept([delivery("r1"), delivery("r2")])
-            let claimed = try store.claimDue(now: at(1), limit: 2)
+            let claimed = try store.claimDueInTargetOrder(now: at(1), limit: 2, busyTargets: [])
             #expect(claimed.count == 2)
             _ = try store.beginAttempt(notificationID: claimed[0].id, provider: .fonnte, at: at(2))
             // "Crash": the store goes away with a claimed row and an attempt without outcome.
         }
         let store = try Store(path: dir.database, sync: .full)
-        #expect(try store.claimDue(now: at(10), limit: 10).isEmpty)
+        #expect(try store.claimDueInTargetOrder(now: at(10), limit: 10, busyTargets: []).isEmpty)
         #expect(try store.recoverInterrupted(now: at(10)) == 1)
         let rows = try store.notifications()
         #expect(rows.allSatisfy { $0.inFlightSince == nil && $0.status == "pending" })
@@ -224,7 +231,7 @@ struct StoreTests {
         #expect(attempt.outcome == "unknown")
         #expect(attempt.error == "interrupted")
         #expect(try store.hasUnknownAttempt(notificationID: rows[0].id))
-        #expect(try store.claimDue(now: at(10), limit: 10).map(\.requestID) == ["r1", "r2"])
+        #expect(try store.claimDueInTargetOrder(now: at(10), limit: 10, busyTargets: []).map(\.requestID) == ["r1", "r2"])
         #expect(try store.recoverInterrupted(now: at(11)) == 0)
     }
 
@@ -232,7 +239,7 @@ struct StoreTests {
         let dir = try StoreDirectory()
         let store = try Store(path: dir.database, sync: .normal)
         _ = try store.accept([delivery("r1"), delivery("r2")])
-        let claimed = try store.claimDue(now: at(1), limit: 2)
+        let claimed = try store.claimDueInTargetOrder(now: at(1), limit: 2, busyTargets: [])
 
         try store.finishRound(
             notificationID: claimed[0].id, status: .sent, provider: "wablas", failover: true, errorMessage: nil,
@@ -257,9 +264,9 @@ struct StoreTests {
         #expect(try store.outbox(after: 0, limit: 10).map(\.event.eventID) == ["delivered-1", "failed-2"])
 
         // The retry is due at its time, not before; the sent row never again.
-        #expect(try store.nextDueTime() == at(300))
-        #expect(try store.claimDue(now: at(299), limit: 10).isEmpty)
-        let retry = try store.claimDue(now: at(300), limit: 10)
+        #expect(try store.nextRetryTime() == at(300))
+        #expect(try store.claimDueInTargetOrder(now: at(299), limit: 10, busyTargets: []).isEmpty)
+        let retry = try store.claimDueInTargetOrder(now: at(300), limit: 10, busyTargets: [])
         #expect(retry.map(\.requestID) == ["r2"])
         #expect(retry.first?.status == .retrying)
         #expect(retry.first?.retries == 1)
