@@ -83,7 +83,11 @@ public struct RequestValidator: Sendable {
         self.defaultCountryCode = defaultCountryCode
         self.topicFilter = topicFilter
         self.resultPrefix = resultPrefix
+        self.routePrefix = String(TopicFilter.fixedPrefix(topicFilter))
     }
+
+    /// The subscription's fixed part, cut from every topic to leave the route (computed once, not per message).
+    private let routePrefix: String
 
     /// `decoded` is the jansson result: .success(value) or .failure(one-line parse error text).
     public func validate(topic: String, payloadSize: Int, decoded: Result<JSONValue, JSONParseFailure>)
@@ -187,7 +191,7 @@ public struct RequestValidator: Sendable {
 
     /// The topic without the subscription's fixed prefix: `notify/whatsapp/tickets/assigned` → `tickets/assigned`.
     public func route(forTopic topic: String) -> String {
-        let prefix = TopicFilter.fixedPrefix(topicFilter)
+        let prefix = routePrefix
         if topic.hasPrefix(prefix) { return String(topic.dropFirst(prefix.count)) }
         // `a/#` also matches `a` itself: nothing is left.
         if prefix.hasSuffix("/") && topic == String(prefix.dropLast()) { return "" }

@@ -56,7 +56,6 @@ final class Intake: Sendable {
 
     /// The rows one request becomes: one per target, or one `rejected` row.
     func deliveries(for message: MQTTMessage, at now: Timestamp) -> [NewDelivery] {
-        let route = validator.route(forTopic: message.topic)
         let decoded: Result<JSONValue, JSONParseFailure>
         if message.payload.count > RequestValidator.maxPayloadBytes {
             decoded = .failure(JSONParseFailure("payload too large to decode"))
@@ -71,6 +70,7 @@ final class Intake: Sendable {
         case .accepted(let request):
             return accepted(request, at: now)
         case .rejected(let reason, let id):
+            let route = validator.route(forTopic: message.topic)
             let requestID = id ?? Identifiers.make()
             let replyTo = try? decoded.get()["reply_to"].flatMap(replyTopic)
             logger.info("request rejected: \(reason)", metadata: ["route": "\(route)"])

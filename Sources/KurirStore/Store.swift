@@ -238,9 +238,9 @@ public final class Store: Sendable {
             if rows.isEmpty { break }
             for row in rows {
                 scanned += 1
-                afterRank = row["rank"]
-                afterID = row["id"]
-                let target: String = row["target"]
+                afterRank = row[Self.claimRankColumn]
+                afterID = row[0]
+                let target: String = row[3]
                 guard !taken.contains(target) else { continue }
                 taken.insert(target)
                 var record = try Self.record(row)
@@ -436,10 +436,11 @@ public final class Store: Sendable {
             db.cachedStatement(sql: "SELECT id, event_id, topic, payload FROM event_outbox WHERE id > ? ORDER BY id LIMIT ?"),
             arguments: [afterID, max(0, limit)])
         return rows.map { row in
-            let payload: Data = row["payload"] ?? Data()
+            // By position in the SELECT above (id, event_id, topic, payload): this runs for every event.
+            let payload: Data = row[3] ?? Data()
             return (
-                id: row["id"],
-                event: OutboxEvent(eventID: row["event_id"], topic: row["topic"], payload: [UInt8](payload))
+                id: row[0],
+                event: OutboxEvent(eventID: row[1], topic: row[2], payload: [UInt8](payload))
             )
         }
     }
@@ -595,19 +596,23 @@ public final class Store: Sendable {
         }
     }
 
+    /// The claim's row, by position in its SELECT (id, request_id, route, target, message, priority,
+    /// reply_to, status, attempts, retries, created_at, rank): looking columns up by name cost a
+    /// case-insensitive search per value on the hot path.
     private static func record(_ row: Row) throws -> DeliveryRecord {
-        let id: Int64 = row["id"]
-        guard let priority = Priority(rawValue: row["priority"]),
-            let status = DeliveryStatus(rawValue: row["status"]),
-            let created = Timestamp(rfc3339: row["created_at"])
+        let id: Int64 = row[0]
+        guard let priority = Priority(rawValue: row[5]),
+            let status = DeliveryStatus(rawValue: row[7]),
+            let created = Timestamp(rfc3339: row[10])
         else {
             throw StoreError(code: .corrupt, message: "whatsapp_notifications row \(id) has a malformed value")
         }
         return DeliveryRecord(
-            id: id, requestID: row["request_id"], route: row["route"], target: row["target"],
-            message: row["message"], priority: priority, replyTo: row["reply_to"], status: status,
-            attempts: row["attempts"], retries: row["retries"], createdAt: created)
+            id: id, requestID: row[1], route: row[2], target: row[3], message: row[4], priority: priority,
+            replyTo: row[6], status: status, attempts: row[8], retries: row[9], createdAt: created)
     }
+
+    private static let claimRankColumn = 11
 
     private func write<T>(_ operation: String, _ body: (Database) throws -> T) throws(StoreError) -> T {
         do {
