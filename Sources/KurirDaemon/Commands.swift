@@ -57,7 +57,7 @@ public enum DaemonCommand {
         let outbox = OutboxPublisher(
             store: store, mqtt: eventsMQTT, qos: configuration.mqtt.qos, logger: logger, wakeup: outboxWakeup)
         let connection = MQTTConnectionService(client: mqtt, settings: configuration.mqtt, logger: logger)
-        connection.wire(intake: intake, outbox: nil)
+        connection.wire(intake: intake)
         let eventConnection = EventConnectionService(client: eventsMQTT, settings: configuration.mqtt, logger: logger)
         eventConnection.wire(outbox: outbox)
         let delivery = DeliveryService(

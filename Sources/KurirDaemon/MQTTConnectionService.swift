@@ -16,16 +16,15 @@ final class MQTTConnectionService: Service {
         self.logger = logger
     }
 
-    /// Wires the client's callbacks; call before `run`. `outbox`: when events go out on this connection
-    /// (nil when they have a connection of their own, `EventConnectionService`).
-    func wire(intake: Intake, outbox: OutboxPublisher?) {
+    /// Wires the client's callbacks; call before `run`. Events go out on a connection of their own
+    /// (`EventConnectionService`).
+    func wire(intake: Intake) {
         let client = self.client
         let settings = self.settings
         let logger = self.logger
         // A refused login is said once by the connect handler; the disconnect that follows it says nothing.
         let refused = LoginRefused()
         client.setMessageHandler { message in intake.handle(message) }
-        if let outbox { client.setPublishedHandler { mid in outbox.acknowledged(mid) } }
         client.setConnectHandler { code, reason in
             refused.flag.store(code != 0, ordering: .relaxed)
             guard code == 0 else {
@@ -38,7 +37,6 @@ final class MQTTConnectionService: Service {
             } catch {
                 logger.error("MQTT subscribe to \(settings.subscription) failed: \(error)")
             }
-            outbox?.connected()
         }
         client.setConnectionFailureHandler { reason, retryIn in
             logger.warning(
@@ -46,7 +44,6 @@ final class MQTTConnectionService: Service {
             )
         }
         client.setDisconnectHandler { code in
-            outbox?.disconnected()
             if code != 0 && !refused.flag.load(ordering: .relaxed) {
                 logger.warning("MQTT connection to \(settings.host):\(settings.port) lost (code \(code)), reconnecting")
             }
