@@ -155,6 +155,21 @@ public final class ChildProcess: @unchecked Sendable {
         }
     }
 
+    /// SIGTERM, then waits up to `grace`; a child still running then is killed (SIGKILL) so none is left
+    /// behind. Returns the exit status of the clean stop, nil when it had to be killed.
+    public func stop(grace: Duration) async -> Int32? {
+        signal(SIGTERM)
+        let status = await waitForExit(timeout: grace)
+        if status == nil { await killAndWait() }
+        return status
+    }
+
+    /// SIGKILL, then waits (up to 10 s) until the child is gone.
+    public func killAndWait() async {
+        kill9()
+        _ = await waitForExit(timeout: .seconds(10))
+    }
+
     /// Whether the child has not exited yet.
     public var isRunning: Bool { reap() == nil }
 

@@ -56,19 +56,14 @@ final class Broker: @unchecked Sendable {
     /// SIGTERM (the broker saves its persistence file) and wait.
     func stop() async {
         guard let process else { return }
-        process.signal(SIGTERM)
-        if await process.waitForExit(timeout: .seconds(10)) == nil {
-            process.kill9()
-            _ = await process.waitForExit(timeout: .seconds(5))
-        }
+        _ = await process.stop(grace: .seconds(10))
         self.process = nil
     }
 
     /// SIGKILL (no final save) and wait.
     func kill() async {
         guard let process else { return }
-        process.kill9()
-        _ = await process.waitForExit(timeout: .seconds(5))
+        await process.killAndWait()
         self.process = nil
     }
 

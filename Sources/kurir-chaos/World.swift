@@ -117,9 +117,7 @@ final class World: @unchecked Sendable {
     @discardableResult
     func stopKurir() async -> Int32? {
         guard let kurir else { return nil }
-        kurir.signal(SIGTERM)
-        let status = await kurir.waitForExit(timeout: .seconds(30))
-        if status == nil { kurir.kill9(); _ = await kurir.waitForExit(timeout: .seconds(5)) }
+        let status = await kurir.stop(grace: .seconds(30))
         self.kurir = nil
         return status
     }
@@ -127,8 +125,7 @@ final class World: @unchecked Sendable {
     /// `kill -9` and wait for the exit.
     func killKurir() async {
         guard let kurir else { return }
-        kurir.kill9()
-        _ = await kurir.waitForExit(timeout: .seconds(10))
+        await kurir.killAndWait()
         self.kurir = nil
     }
 
@@ -136,7 +133,7 @@ final class World: @unchecked Sendable {
     func reapKurir(timeout: Duration = .seconds(10)) async -> Int32? {
         guard let kurir else { return nil }
         let status = await kurir.waitForExit(timeout: timeout)
-        if status == nil { kurir.kill9(); _ = await kurir.waitForExit(timeout: .seconds(5)) }
+        if status == nil { await kurir.killAndWait() }
         self.kurir = nil
         return status
     }
@@ -175,10 +172,7 @@ final class World: @unchecked Sendable {
 
     func shutdown() async {
         if let kurir, kurir.isRunning {
-            kurir.signal(SIGTERM)
-            if await kurir.waitForExit(timeout: .seconds(10)) == nil {
-                kurir.kill9(); _ = await kurir.waitForExit(timeout: .seconds(5))
-            }
+            _ = await kurir.stop(grace: .seconds(10))
         }
         kurir = nil
         producer.stop()

@@ -111,16 +111,15 @@ final class World: @unchecked Sendable {
     /// SIGTERM and wait for a clean exit (status 0).
     func stopKurir() async -> Int32? {
         guard let kurir else { return nil }
-        kurir.signal(SIGTERM)
-        let status = await kurir.waitForExit(timeout: .seconds(30))
+        // A kurir that does not stop is killed, not left running; the caller sees nil and fails.
+        let status = await kurir.stop(grace: .seconds(30))
         self.kurir = nil
         return status
     }
 
     func killKurir() async {
         guard let kurir else { return }
-        kurir.kill9()
-        _ = await kurir.waitForExit(timeout: .seconds(10))
+        await kurir.killAndWait()
         self.kurir = nil
     }
 
