@@ -43,7 +43,11 @@ let package = Package(
         .target(name: "KurirMQTT", dependencies: ["CMosquitto"], swiftSettings: strict),
         .target(
             name: "KurirStore",
-            dependencies: ["KurirCore", .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: [
+                "KurirCore", .product(name: "GRDB", package: "GRDB.swift"),
+                // sqlite3_wal_hook, for the background checkpoint (Checkpointer).
+                .product(name: "GRDBSQLite", package: "GRDB.swift"),
+            ],
             swiftSettings: strict),
 
         // Wiring: services, the delivery loop, the outbox publisher, commands.

@@ -19,6 +19,8 @@ public final class Store: Sendable {
     private let requestedSync: DatabaseSync
     /// Batches the delivery loop's writes into shared transactions (see `GroupCommitter`).
     private let committer: GroupCommitter
+    /// Copies the WAL into the database file off the writers' path (see `Checkpointer`).
+    private let checkpointer: Checkpointer
 
     /// Opens (creating with file mode 0600) the database, takes an exclusive `flock` on "<path>.lock"
     /// (non-blocking: a second process gets StoreError locked with message "database <path> is in use
@@ -81,6 +83,12 @@ public final class Store: Sendable {
             } catch {
                 throw Self.map(error, "migrate")
             }
+            do {
+                checkpointer = try Checkpointer(path: path)
+            } catch {
+                throw Self.map(error, "open checkpoint connection")
+            }
+            checkpointer.install(on: queue)
             self.queue = queue
         } catch {
             close(fd)
@@ -95,6 +103,7 @@ public final class Store: Sendable {
     deinit {
         // Pending group-committed writes (outbox deletions) land before the database closes.
         committer.flush()
+        checkpointer.close()
         // Close the database before releasing the lock, so the next owner never sees it half-open.
         try? queue.close()
         close(lockFD)
