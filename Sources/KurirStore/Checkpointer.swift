@@ -81,21 +81,29 @@ final class Checkpointer: Sendable {
         }
 
     private func committed(frames: Int32) {
-        lastCommit.store(DispatchTime.now().uptimeNanoseconds, ordering: .relaxed)
-        walFrames.store(frames, ordering: .relaxed)
+        lastCommit.store(DispatchTime.now().uptimeNanoseconds, ordering: .sequentiallyConsistent)
+        walFrames.store(frames, ordering: .sequentiallyConsistent)
         guard frames >= Self.softFrames else { return }
-        if scheduled.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged {
+        if scheduled.compareExchange(expected: false, desired: true, ordering: .sequentiallyConsistent).exchanged {
             wake.signal()
         }
     }
 
-    /// Waits one quiet period; checkpoints if no commit landed meanwhile. Otherwise gives up: the next
-    /// commit signals again.
+    /// One pass, per signal: checkpoints if the last commit is a quiet period old, otherwise sleeps
+    /// until it would be and signals itself for another pass (a commit meanwhile has signalled already).
     private func checkpointIfQuiet() {
-        usleep(useconds_t(Self.quietPeriod / 1000))
-        scheduled.store(false, ordering: .releasing)
-        let sinceCommit = DispatchTime.now().uptimeNanoseconds &- lastCommit.load(ordering: .relaxed)
-        guard sinceCommit >= Self.quietPeriod, walFrames.load(ordering: .relaxed) >= Self.softFrames else { return }
+        // From here on a commit signals again, so none is missed while this pass looks.
+        scheduled.store(false, ordering: .sequentiallyConsistent)
+        guard walFrames.load(ordering: .sequentiallyConsistent) >= Self.softFrames else { return }
+        let quietAt = lastCommit.load(ordering: .sequentiallyConsistent) &+ Self.quietPeriod
+        let now = DispatchTime.now().uptimeNanoseconds
+        if now < quietAt {
+            usleep(useconds_t((quietAt - now) / 1000 + 1))
+            if scheduled.compareExchange(expected: false, desired: true, ordering: .sequentiallyConsistent).exchanged {
+                wake.signal()
+            }
+            return
+        }
         // A failed background checkpoint is harmless: the WAL keeps the pages, and the writer's inline
         // checkpoint at `hardFrames` bounds it.
         _ = try? connection.writeWithoutTransaction { db in try db.checkpoint(.passive) }
