@@ -66,8 +66,8 @@ final class Checkpointer: Sendable {
     }
 
     /// Called by SQLite on the writer's thread after each commit, with the WAL's frame count.
-    private static let walHook:
-        @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?, UnsafePointer<CChar>?, Int32) -> Int32 = {
+    private static let walHook: @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?, UnsafePointer<CChar>?, Int32) -> Int32 =
+        {
             context, db, name, frames in
             guard let context else { return SQLITE_OK }
             let checkpointer = Unmanaged<Checkpointer>.fromOpaque(context).takeUnretainedValue()
