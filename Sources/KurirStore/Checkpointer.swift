@@ -16,6 +16,9 @@ import Synchronization
 /// the writers never pause, and a checkpoint beside them cannot let the WAL rewind (frames keep coming),
 /// so it would only add work: there the writer checkpoints inline at `hardFrames`, exactly as SQLite's
 /// own automatic checkpoint does, which keeps the WAL bounded.
+///
+/// In a FULL database the same thread also syncs the WAL for the group committer's deferred commits
+/// that no intake's fsync covered within `DeferredSync.delay`.
 final class Checkpointer: Sendable {
     static let softFrames: Int32 = 256
     /// SQLite's default automatic checkpoint threshold.
@@ -32,16 +35,23 @@ final class Checkpointer: Sendable {
     private let lastCommit = Atomic<UInt64>(0)
     private let walFrames = Atomic<Int32>(0)
 
-    init(path: String) throws {
+    /// FULL databases only: the group committer's unsynced commits, synced here when no intake does.
+    private let deferredSync: DeferredSync?
+
+    init(path: String, deferredSync: DeferredSync?) throws {
         var configuration = Configuration()
         configuration.label = "kurir.checkpoint"
         connection = try DatabaseQueue(path: path, configuration: configuration)
+        self.deferredSync = deferredSync
+        let walPath = path + "-wal"
         let thread = Thread { [self] in
+            var wal = WALFile(path: walPath)
             while true {
                 wake.wait()
                 if stopping.load(ordering: .acquiring) { break }
-                checkpointIfQuiet()
+                pass(&wal)
             }
+            wal.close()
             stopped.signal()
         }
         thread.name = "kurir-checkpoint"
@@ -81,31 +91,69 @@ final class Checkpointer: Sendable {
         }
 
     private func committed(frames: Int32) {
-        lastCommit.store(DispatchTime.now().uptimeNanoseconds, ordering: .sequentiallyConsistent)
+        let now = DispatchTime.now().uptimeNanoseconds
+        lastCommit.store(now, ordering: .sequentiallyConsistent)
         walFrames.store(frames, ordering: .sequentiallyConsistent)
-        guard frames >= Self.softFrames else { return }
+        let owes = deferredSync?.committed(at: now) ?? false
+        guard owes || frames >= Self.softFrames else { return }
+        signal()
+    }
+
+    private func signal() {
         if scheduled.compareExchange(expected: false, desired: true, ordering: .sequentiallyConsistent).exchanged {
             wake.signal()
         }
     }
 
-    /// One pass, per signal: checkpoints if the last commit is a quiet period old, otherwise sleeps
-    /// until it would be and signals itself for another pass (a commit meanwhile has signalled already).
-    private func checkpointIfQuiet() {
+    /// One pass, per signal: syncs the WAL when a deferred commit has waited `DeferredSync.delay` for an
+    /// intake's fsync, and checkpoints when the last commit is a quiet period old; otherwise sleeps until
+    /// the earlier of the two would be due and signals itself for another pass (a commit meanwhile has
+    /// signalled already).
+    private func pass(_ wal: inout WALFile) {
         // From here on a commit signals again, so none is missed while this pass looks.
         scheduled.store(false, ordering: .sequentiallyConsistent)
-        guard walFrames.load(ordering: .sequentiallyConsistent) >= Self.softFrames else { return }
-        let quietAt = lastCommit.load(ordering: .sequentiallyConsistent) &+ Self.quietPeriod
-        let now = DispatchTime.now().uptimeNanoseconds
-        if now < quietAt {
-            usleep(useconds_t((quietAt - now) / 1000 + 1))
-            if scheduled.compareExchange(expected: false, desired: true, ordering: .sequentiallyConsistent).exchanged {
-                wake.signal()
+        var now = DispatchTime.now().uptimeNanoseconds
+        var nextPass: UInt64?
+        if let deferredSync, let due = deferredSync.syncDue {
+            if now >= due {
+                deferredSync.sync(at: now) { wal.sync() }
+                now = DispatchTime.now().uptimeNanoseconds
+            } else {
+                nextPass = due
             }
-            return
         }
-        // A failed background checkpoint is harmless: the WAL keeps the pages, and the writer's inline
-        // checkpoint at `hardFrames` bounds it.
-        _ = try? connection.writeWithoutTransaction { db in try db.checkpoint(.passive) }
+        if walFrames.load(ordering: .sequentiallyConsistent) >= Self.softFrames {
+            let quietAt = lastCommit.load(ordering: .sequentiallyConsistent) &+ Self.quietPeriod
+            if now >= quietAt {
+                // A failed background checkpoint is harmless: the WAL keeps the pages, and the writer's
+                // inline checkpoint at `hardFrames` bounds it.
+                _ = try? connection.writeWithoutTransaction { db in try db.checkpoint(.passive) }
+            } else {
+                nextPass = min(nextPass ?? quietAt, quietAt)
+            }
+        }
+        guard let nextPass else { return }
+        if nextPass > now { usleep(useconds_t((nextPass - now) / 1000 + 1)) }
+        signal()
+    }
+}
+
+/// The WAL file, opened on first use, for `fdatasync` alone: SQLite writes it only by appending and
+/// rewinding, never replacing it while a connection (the checkpointer's) is open.
+private struct WALFile {
+    let path: String
+    private var fd: Int32 = -1
+
+    init(path: String) { self.path = path }
+
+    /// Puts every page written to the WAL so far on disk; false when that failed.
+    mutating func sync() -> Bool {
+        if fd < 0 { fd = open(path, O_RDWR | O_CLOEXEC) }
+        return fd >= 0 && fdatasync(fd) == 0
+    }
+
+    mutating func close() {
+        if fd >= 0 { _ = Glibc.close(fd) }
+        fd = -1
     }
 }

@@ -2,8 +2,9 @@ import Dispatch
 import GRDB
 import Synchronization
 
-/// Group commit: writes submitted from many concurrent rounds share one transaction (one fsync in
-/// `synchronous=FULL`) instead of paying a commit each.
+/// Group commit: writes submitted from many concurrent rounds share one transaction instead of paying
+/// a commit each. In a `synchronous=FULL` database these transactions run at NORMAL and reach the disk
+/// with the next intake's fsync (`DeferredSync`), so the store costs about one fsync per request.
 ///
 /// Writes queue up while a transaction is running; the next transaction takes every write queued so far.
 /// So at low load a write commits at once (no added latency) and under load batches grow by themselves.
@@ -24,10 +25,13 @@ final class GroupCommitter: Sendable {
     private let queue: DatabaseQueue
     private let dispatch: DispatchQueue
     private let state = Mutex(State())
+    /// FULL databases: every group transaction runs at synchronous=NORMAL (see `DeferredSync`).
+    private let deferredSync: DeferredSync?
 
-    init(queue: DatabaseQueue, label: String) {
+    init(queue: DatabaseQueue, label: String, deferredSync: DeferredSync?) {
         self.queue = queue
         self.dispatch = DispatchQueue(label: label)
+        self.deferredSync = deferredSync
     }
 
     /// Runs `body` in the next group transaction and returns its result once that transaction committed.
@@ -49,48 +53,6 @@ final class GroupCommitter: Sendable {
                                 returning: .failure(StoreError(code: .sqlite, message: "store \(operation) lost its result")))
                         }
                     }))
-        }
-        return try result.get()
-    }
-
-    /// Runs `body` in a group transaction and returns once it committed, blocking the calling thread (for
-    /// libmosquitto's message callback, which must not return before the request is durable).
-    ///
-    /// With no transaction running the caller runs one itself, taking every queued write along, so the
-    /// intake commit and the rounds' writes share a commit (one fsync in FULL) and no thread hand-off is paid;
-    /// otherwise it waits for the running drain to take its write.
-    func runBlocking<T: Sendable>(_ operation: String, _ body: @escaping @Sendable (Database) throws -> T)
-        throws(StoreError) -> T
-    {
-        let outcome = ResultBox<Result<T, StoreError>>()
-        let done = DispatchSemaphore(value: 0)
-        let job = Job(
-            operation: operation,
-            execute: { db in outcome.set(.success(try body(db))) },
-            complete: { error in
-                if let error { outcome.set(.failure(error)) }
-                done.signal()
-            })
-        let leader = state.withLock { state -> Bool in
-            state.jobs.append(job)
-            if state.draining { return false }
-            state.draining = true
-            return true
-        }
-        if leader {
-            drain()
-            let more = state.withLock { state -> Bool in
-                if state.jobs.isEmpty {
-                    state.draining = false
-                    return false
-                }
-                return true
-            }
-            if more { dispatch.async { self.drainLoop() } }
-        }
-        done.wait()
-        guard let result = outcome.take() else {
-            throw StoreError(code: .sqlite, message: "store \(operation) lost its result")
         }
         return try result.get()
     }
@@ -138,20 +100,42 @@ final class GroupCommitter: Sendable {
         }
         guard !jobs.isEmpty else { return }
         do {
-            try queue.write { db in
-                for job in jobs { try job.execute(db) }
-            }
+            try commit(jobs)
             for job in jobs { job.complete(nil) }
         } catch {
             // The batch rolled back as a whole: run each write alone so only the faulty one fails.
             for job in jobs {
                 do {
-                    try queue.write { db in try job.execute(db) }
+                    try commit([job])
                     job.complete(nil)
                 } catch {
                     job.complete(Store.mapError(error, job.operation))
                 }
             }
+        }
+    }
+
+    /// One transaction; in a FULL database at synchronous=NORMAL, its fsync left to the next intake.
+    private func commit(_ jobs: [Job]) throws {
+        guard let deferredSync else {
+            try queue.write { db in
+                for job in jobs { try job.execute(db) }
+            }
+            return
+        }
+        try queue.writeWithoutTransaction { db in
+            try db.cachedStatement(sql: "PRAGMA synchronous = NORMAL").execute()
+            deferredSync.deferring.store(true, ordering: .releasing)
+            let outcome = Result {
+                try db.inTransaction {
+                    for job in jobs { try job.execute(db) }
+                    return .commit
+                }
+            }
+            deferredSync.deferring.store(false, ordering: .releasing)
+            // Every other write on this connection (the intake first) must stay at FULL.
+            try db.cachedStatement(sql: "PRAGMA synchronous = FULL").execute()
+            try outcome.get()
         }
     }
 }

@@ -21,6 +21,8 @@ public final class Store: Sendable {
     private let committer: GroupCommitter
     /// Copies the WAL into the database file off the writers' path (see `Checkpointer`).
     private let checkpointer: Checkpointer
+    /// FULL only: which of the group committer's commits still wait for an fsync (see `DeferredSync`).
+    let deferredSync: DeferredSync?
 
     /// Opens (creating with file mode 0600) the database, takes an exclusive `flock` on "<path>.lock"
     /// (non-blocking: a second process gets StoreError locked with message "database <path> is in use
@@ -51,6 +53,7 @@ public final class Store: Sendable {
             }
             close(dbFD)
 
+            deferredSync = sync == .full ? DeferredSync() : nil
             var configuration = Configuration()
             configuration.journalMode = .wal
             configuration.busyMode = .timeout(5)
@@ -84,7 +87,7 @@ public final class Store: Sendable {
                 throw Self.map(error, "migrate")
             }
             do {
-                checkpointer = try Checkpointer(path: path)
+                checkpointer = try Checkpointer(path: path, deferredSync: deferredSync)
             } catch {
                 throw Self.map(error, "open checkpoint connection")
             }
@@ -97,7 +100,7 @@ public final class Store: Sendable {
         self.path = path
         self.lockFD = fd
         self.requestedSync = sync
-        self.committer = GroupCommitter(queue: queue, label: "kurir.store.commit")
+        self.committer = GroupCommitter(queue: queue, label: "kurir.store.commit", deferredSync: deferredSync)
     }
 
     deinit {
@@ -125,13 +128,10 @@ public final class Store: Sendable {
     /// inserted also insert its events. Returns, per delivery, whether it was inserted. Synchronous:
     /// called inside the MQTT message callback.
     public func accept(_ deliveries: [NewDelivery]) throws(StoreError) -> [Bool] {
-        // FULL: the fsync dominates, so the intake joins the group commit and shares it with the rounds'
-        // writes. NORMAL: a commit costs less than the hand-off to another thread (measured both ways in
-        // `make bench`, docs/performance.md).
-        if requestedSync == .full {
-            return try committer.runBlocking("accept") { db in try Self.accept(deliveries, db) }
-        }
-        return try write("accept") { db in try Self.accept(deliveries, db) }
+        // Its own transaction, on the calling thread. In FULL this is the fsync that also puts the group
+        // committer's deferred commits on disk (see `DeferredSync`); carrying their writes in it instead
+        // measured no faster (docs/performance.md, change 11).
+        try write("accept") { db in try Self.accept(deliveries, db) }
     }
 
     private static func accept(_ deliveries: [NewDelivery], _ db: Database) throws -> [Bool] {
@@ -299,7 +299,8 @@ public final class Store: Sendable {
     }
 
     /// `beginAttempt`, group-committed: returns once the transaction holding it (and the concurrent
-    /// rounds' writes) is committed, so the attempt row is durable before the HTTP request goes out.
+    /// rounds' writes) is committed, so the attempt row survives a crash of kurir before the HTTP request
+    /// goes out (in FULL it reaches the disk with the next intake's fsync, see `DeferredSync`).
     public func beginAttemptGrouped(
         notificationID: Int64, provider: Provider, at: Timestamp
     ) async throws(StoreError) -> Int64 {

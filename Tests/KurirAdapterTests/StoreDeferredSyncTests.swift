@@ -1,0 +1,100 @@
+import Foundation
+import KurirCore
+import Testing
+
+@testable import KurirStore
+
+/// A fresh directory per test, removed at the end.
+private final class Scratch {
+    let path: String
+    init() throws {
+        path = FileManager.default.temporaryDirectory.appendingPathComponent("kurir-ds-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    }
+    var database: String { path + "/kurir.db" }
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+}
+
+private let base = Timestamp(millisecondsSinceEpoch: 1_795_593_600_000)
+
+private func row(_ id: String) -> NewDelivery {
+    NewDelivery(
+        requestID: id, route: "alerts", target: "T-\(id)", message: "m \(id)", priority: .normal, replyTo: nil,
+        provider: "fonnte", status: .pending, errorMessage: nil, createdAt: base, events: [])
+}
+
+/// Commits one deferred (group) transaction as the WAL hook would report it.
+private func deferredCommit(_ sync: DeferredSync, at now: UInt64) -> Bool {
+    sync.deferring.store(true, ordering: .releasing)
+    defer { sync.deferring.store(false, ordering: .releasing) }
+    return sync.committed(at: now)
+}
+
+@Suite("Store: FULL group commits deferring their fsync to the next intake")
+struct StoreDeferredSyncTests {
+    @Test func aDeferredCommitOwesASyncThatTheNextFsyncedCommitPays() {
+        let sync = DeferredSync()
+        #expect(sync.syncDue == nil)
+        #expect(deferredCommit(sync, at: 1_000))
+        // Only the first unsynced commit starts the clock; later ones ride along.
+        #expect(!deferredCommit(sync, at: 2_000))
+        #expect(sync.syncDue == 1_000 + DeferredSync.delay)
+        // An intake's commit (fsynced) puts every earlier WAL frame on disk.
+        #expect(!sync.committed(at: 3_000))
+        #expect(!sync.owesSync)
+    }
+
+    @Test func aSyncCoversOnlyTheCommitsBeforeItBegan() {
+        let sync = DeferredSync()
+        _ = deferredCommit(sync, at: 1_000)
+        sync.sync(at: 5_000) {
+            // Lands while the fsync runs: not covered by it.
+            _ = deferredCommit(sync, at: 5_001)
+            return true
+        }
+        #expect(sync.syncDue == 5_000 + DeferredSync.delay)
+        sync.sync(at: 9_000) { true }
+        #expect(!sync.owesSync)
+    }
+
+    @Test func aFailedSyncIsTriedAgainLater() {
+        let sync = DeferredSync()
+        _ = deferredCommit(sync, at: 1_000)
+        sync.sync(at: 5_000) { false }
+        #expect(sync.syncDue == 5_000 + DeferredSync.delay)
+    }
+
+    /// Group transactions switch the connection to NORMAL; the intake after them must be fsynced again.
+    @Test func intakeStaysFullAfterGroupCommits() async throws {
+        let dir = try Scratch()
+        let store = try Store(path: dir.database, sync: .full)
+        _ = try store.accept([row("a")])
+        let claimed = try await store.claimDueGrouped(
+            now: base, limit: 1, busyTargets: [], firstAttempt: .fonnte)
+        #expect(claimed.count == 1)
+        #expect(store.synchronousMode == .full)
+        _ = try store.accept([row("b")])
+        #expect(store.deferredSync.map { !$0.owesSync } ?? false, "the intake's fsync pays the debt")
+    }
+
+    /// With no intake after them, the checkpointer's thread syncs the group commits on its own.
+    @Test func groupCommitsWithoutIntakeAreSyncedByTheCheckpointer() async throws {
+        let dir = try Scratch()
+        let store = try Store(path: dir.database, sync: .full)
+        #expect(store.deferredSync != nil)
+        _ = try store.accept([row("a")])
+        _ = try await store.claimDueGrouped(now: base, limit: 1, busyTargets: [], firstAttempt: .fonnte)
+        let deferredSync = try #require(store.deferredSync)
+        let deadline = ContinuousClock.now.advanced(by: .seconds(10))
+        while deferredSync.owesSync && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(2))
+        }
+        #expect(!deferredSync.owesSync)
+    }
+
+    @Test func normalDatabasesDeferNothing() throws {
+        let dir = try Scratch()
+        let store = try Store(path: dir.database, sync: .normal)
+        #expect(store.deferredSync == nil)
+    }
+}
