@@ -3,18 +3,6 @@ import KurirCore
 import KurirStore
 import Testing
 
-/// A fresh directory per test, removed at the end.
-private final class Scratch {
-    let path: String
-    init() throws {
-        path = FileManager.default.temporaryDirectory.appendingPathComponent("kurir-ckpt-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    }
-    var database: String { path + "/kurir.db" }
-    var wal: String { database + "-wal" }
-    deinit { try? FileManager.default.removeItem(atPath: path) }
-}
-
 private func size(_ path: String) -> Int {
     ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int) ?? 0
 }

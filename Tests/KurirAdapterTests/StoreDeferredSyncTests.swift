@@ -4,17 +4,6 @@ import Testing
 
 @testable import KurirStore
 
-/// A fresh directory per test, removed at the end.
-private final class Scratch {
-    let path: String
-    init() throws {
-        path = FileManager.default.temporaryDirectory.appendingPathComponent("kurir-ds-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    }
-    var database: String { path + "/kurir.db" }
-    deinit { try? FileManager.default.removeItem(atPath: path) }
-}
-
 private let base = Timestamp(millisecondsSinceEpoch: 1_795_593_600_000)
 
 private func row(_ id: String) -> NewDelivery {

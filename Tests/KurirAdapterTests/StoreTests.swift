@@ -7,17 +7,6 @@ import Testing
     import Glibc
 #endif
 
-/// A fresh directory per test, removed at the end.
-private final class StoreDirectory {
-    let path: String
-    init() throws {
-        path = FileManager.default.temporaryDirectory.appendingPathComponent("kurir-store-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    }
-    var database: String { path + "/kurir.db" }
-    deinit { try? FileManager.default.removeItem(atPath: path) }
-}
-
 private let t0 = Timestamp(millisecondsSinceEpoch: 1_795_593_600_000)  // 2026-11-25T08:00:00.000Z
 
 private func at(_ seconds: Int64) -> Timestamp {
@@ -54,7 +43,7 @@ private func fileMode(_ path: String) -> mode_t {
 @Suite("Store (SQLite via GRDB)")
 struct StoreTests {
     @Test func createsSchemaInWALModeAndReopens() throws {
-        let dir = try StoreDirectory()
+        let dir = try Scratch()
         do {
             let store = try Store(path: dir.database, sync: .full)
             #expect(try store.notifications().isEmpty)
@@ -70,7 +59,7 @@ struct StoreTests {
     }
 
     @Test func filesAreOwnerOnly() throws {
-        let dir = try StoreDirectory()
+        let dir = try Scratch()
         let store = try Store(path: dir.database, sync: .normal)
         _ = try store.accept([delivery("r1")])
         #expect(fileMode(dir.database) == 0o600)
@@ -79,7 +68,7 @@ struct StoreTests {
     }
 
     @Test func secondStoreOnTheSamePathIsLocked() throws {
-        let dir = try StoreDirectory()
+        let dir = try Scratch()
         do {
             let first = try Store(path: dir.database, sync: .full)
             do {
@@ -99,13 +88,13 @@ struct StoreTests {
 
     @Test(arguments: [DatabaseSync.full, .normal])
     func synchronousModeReadsBack(_ sync: DatabaseSync) throws {
-        let dir = try StoreDirectory()
+        let dir = try Scratch()
         let store = try Store(path: dir.database, sync: sync)
         #expect(store.synchronousMode == sync)
     }
 
     @Test func acceptIsIdempotentPerRequestAndTarget() throws {
-        let dir = try StoreDirectory()
+        let dir = try Scratch()
         let store = try Store(path: dir.database, sync: .normal)
         #expect(try store.accept([delivery("r1", target: "6281234567890", events: [event("e1")])]) == [true])
         #expect(try store.accept([delivery("r1", target: "6281234567890", events: [event("e1-again")])]) == [false])
@@ -133,7 +122,7 @@ struct StoreTests {
     }
 
     @Test func claimDueOrdersByPriorityThenIDAndMarksInFlight() throws {
-        let dir = try StoreDirectory()
+        let dir = try Scratch()
         let store = try Store(path: dir.database, sync: .normal)
         _ = try store.accept([
             delivery("bulk", priority: .bulk),
@@ -166,7 +155,7 @@ struct StoreTests {
     }
 
     @Test func attemptsAreRecordedBeforeAndAfterTheRequest() throws {
-        let dir = try StoreDirectory()
+        let dir = try Scratch()
         let store = try Store(path: dir.database, sync: .full)
         _ = try store.accept([delivery("r1")])
         let record = try #require(try store.claimDueInTargetOrder(now: at(1), limit: 1, busyTargets: []).first)
@@ -212,7 +201,7 @@ struct StoreTests {
     }
 
     @Test func recoverInterruptedTurnsOpenAttemptsIntoUnknownAndFreesRows() throws {
-        let dir = try StoreDirectory()
+        let dir = try Scratch()
         do {
             let store = try Store(path: dir.database, sync: .full)
             _ = try store.accept([delivery("r1"), delivery("r2")])
@@ -236,7 +225,7 @@ struct StoreTests {
     }
 
     @Test func finishRoundRecordsTheOutcomeAndSchedulesRetries() throws {
-        let dir = try StoreDirectory()
+        let dir = try Scratch()
         let store = try Store(path: dir.database, sync: .normal)
         _ = try store.accept([delivery("r1"), delivery("r2")])
         let claimed = try store.claimDueInTargetOrder(now: at(1), limit: 2, busyTargets: [])
@@ -279,7 +268,7 @@ struct StoreTests {
     }
 
     @Test func outboxPagesInIDOrderAndDeletes() throws {
-        let dir = try StoreDirectory()
+        let dir = try Scratch()
         let store = try Store(path: dir.database, sync: .normal)
         let replyTopic = "app/replies/42"
         _ = try store.accept([
@@ -303,7 +292,7 @@ struct StoreTests {
     }
 
     @Test func fullDatabaseIsAStoreFullError() throws {
-        let dir = try StoreDirectory()
+        let dir = try Scratch()
         let store = try Store(path: dir.database, sync: .normal)
         _ = try store.accept([delivery("first")])
         _ = try store.limitPageCount(try #require(Int(exactly: 16)))
