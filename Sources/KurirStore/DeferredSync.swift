@@ -17,10 +17,9 @@ final class DeferredSync: Sendable {
     static let delay: UInt64 = 10_000_000  // ns
 
     private struct State {
-        /// Deferred commits so far, and how many of them are known to be on disk.
+        /// Deferred commits so far (tells a sync whether more landed while it ran).
         var deferred: UInt64 = 0
-        var synced: UInt64 = 0
-        /// When the oldest deferred commit not yet on disk landed.
+        /// When the oldest deferred commit not yet on disk landed; nil when none is owed.
         var owedSince: UInt64?
     }
 
@@ -34,7 +33,6 @@ final class DeferredSync: Sendable {
         return state.withLock { state in
             guard deferred else {
                 // An fsynced commit: the WAL up to here is on disk, every earlier commit with it.
-                state.synced = state.deferred
                 state.owedSince = nil
                 return false
             }
@@ -59,9 +57,10 @@ final class DeferredSync: Sendable {
         let covered = state.withLock { $0.deferred }
         let done = sync()
         state.withLock { state in
-            if done { state.synced = max(state.synced, covered) }
-            // A failed sync is tried again after another `delay`.
-            state.owedSince = state.synced == state.deferred ? nil : now
+            // Nil: an intake's fsync paid everything meanwhile.
+            guard state.owedSince != nil else { return }
+            // Commits that landed while it ran, or a failed sync, stay owed from the sync's start.
+            state.owedSince = done && state.deferred == covered ? nil : now
         }
     }
 }
