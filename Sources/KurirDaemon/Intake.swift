@@ -4,12 +4,15 @@ import KurirJSON
 import KurirMQTT
 import KurirStore
 import Logging
+import Synchronization
 
 /// Turns one MQTT request into committed rows, synchronously, inside libmosquitto's message callback.
 ///
 /// The QoS 1 PUBACK goes out only after the callback returns, so when `handle` returns the request is
-/// in SQLite: an acknowledged request is never only in memory. If the commit fails, kurir must not
-/// acknowledge, so it says why in one line and exits at once; the broker redelivers after restart.
+/// in SQLite: an acknowledged request is never only in memory. In FULL the commit's fsync waits for
+/// `acknowledging()`, which the network thread runs once for every request it read in one go, before it
+/// writes their PUBACKs. If the commit or the fsync fails, kurir must not acknowledge, so it says why in
+/// one line and exits at once; the broker redelivers after restart.
 final class Intake: Sendable {
     private let configuration: KurirConfiguration
     private let validator: RequestValidator
@@ -18,6 +21,13 @@ final class Intake: Sendable {
     private let logger: Logger
     private let deliveryWakeup: Wakeup
     private let outboxWakeup: Wakeup
+    /// What the requests accepted since the last `acknowledging()` need woken once they are on disk.
+    private let wakeups = Mutex(PendingWakeups())
+
+    private struct PendingWakeups {
+        var delivery = false
+        var outbox = false
+    }
 
     init(
         configuration: KurirConfiguration, store: Store, clock: any WallClock, logger: Logger,
@@ -35,23 +45,44 @@ final class Intake: Sendable {
         self.outboxWakeup = outboxWakeup
     }
 
-    /// Validates and commits one request. Returns only once the rows are durable.
+    /// Validates and commits one request (in FULL, `acknowledging()` makes it durable).
     func handle(_ message: MQTTMessage) {
         let now = clock.now()
         let rows = deliveries(for: message, at: now)
         do {
             CrashPoints.reach(.intakeBeforeCommit)
-            let inserted = try store.accept(rows)
+            let inserted = try store.accept(rows, deferringSync: true)
             CrashPoints.reach(.intakeAfterCommit)
             let new = inserted.filter { $0 }.count
             if new < rows.count {
                 logger.debug("duplicate request ignored", metadata: ["route": "\(rows.first?.route ?? "")"])
             }
-            if zip(rows, inserted).contains(where: { $1 && $0.status == .pending }) { deliveryWakeup.signal() }
-            if zip(rows, inserted).contains(where: { $1 && !$0.events.isEmpty }) { outboxWakeup.signal() }
+            let delivery = zip(rows, inserted).contains { $1 && $0.status == .pending }
+            let outbox = zip(rows, inserted).contains { $1 && !$0.events.isEmpty }
+            wakeups.withLock { wakeups in
+                wakeups.delivery = wakeups.delivery || delivery
+                wakeups.outbox = wakeups.outbox || outbox
+            }
         } catch {
             FatalExit.now("store failed while accepting a request, not acknowledging it: \(error)")
         }
+    }
+
+    /// Run by the network thread before it writes the PUBACKs of the requests handled since the last call:
+    /// puts them on disk, then wakes the delivery loop and the outbox publisher for them (a claim already
+    /// under way may still pick one up before its fsync; a power loss then sends it again, at least once).
+    func acknowledging() {
+        do {
+            try store.syncAccepted()
+        } catch {
+            FatalExit.now("store failed to fsync accepted requests, not acknowledging them: \(error)")
+        }
+        let wake = wakeups.withLock { wakeups in
+            defer { wakeups = PendingWakeups() }
+            return wakeups
+        }
+        if wake.delivery { deliveryWakeup.signal() }
+        if wake.outbox { outboxWakeup.signal() }
     }
 
     /// The rows one request becomes: one per target, or one `rejected` row.

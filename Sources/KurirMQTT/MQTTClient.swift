@@ -2,7 +2,8 @@ import CMosquitto
 import Foundation
 import Synchronization
 
-/// An MQTT 3.1.1 client whose network loop runs in libmosquitto's own thread (`mosquitto_loop_start`).
+/// An MQTT 3.1.1 client whose network loop runs in a thread of its own (`NetworkLoop`): libmosquitto's
+/// `mosquitto_loop_forever`, or with a before-acknowledging handler the client's own read/write loop.
 ///
 /// `@unchecked Sendable` because it owns a `struct mosquitto *`. libmosquitto serialises access to that
 /// handle with its own mutexes when its loop runs in its own thread, which makes `publish`, `subscribe`
@@ -98,6 +99,14 @@ public final class MQTTClient: @unchecked Sendable {
     /// Message id of a publish the broker acknowledged (QoS 1) or that was written (QoS 0).
     ///
     /// Runs on the network thread.
+    /// Sets a handler the network thread runs after it has handled the messages waiting on the socket and
+    /// before it writes their PUBACKs; set it before `start`. With it the client drives libmosquitto's
+    /// loop itself (read what is waiting, this handler, write) instead of `mosquitto_loop_forever`, so one
+    /// call covers every message read in one go: kurir's intake fsyncs the requests it committed there.
+    public func setBeforeAcknowledgingHandler(_ handler: @escaping @Sendable () -> Void) {
+        box.handlers.withLock { $0.beforeAcknowledging = handler }
+    }
+
     public func setPublishedHandler(_ handler: @escaping @Sendable (Int32) -> Void) {
         box.handlers.withLock { $0.published = handler }
     }
@@ -236,8 +245,8 @@ public final class MQTTClient: @unchecked Sendable {
         guard wasStarted else { return }
         box.stopping.store(true, ordering: .releasing)
         mosquitto_disconnect(handle)
-        // The thread sees the disconnect at once when connected, and `stopping` within 100 ms in its own
-        // pause; but inside libmosquitto's reconnect wait (up to 30 s, nothing can wake it) it would hold
+        // The thread sees the disconnect at once when connected (the own loop within its 100 ms poll), and
+        // `stopping` within 100 ms in its own pause; but inside libmosquitto's reconnect wait (up to 30 s, nothing can wake it) it would hold
         // up a shutdown. After 2 s it is left to end by itself and to destroy the handle then.
         let deadline = ContinuousClock.now.advanced(by: .seconds(2))
         while box.loopState.load(ordering: .acquiring) == NetworkLoop.running && ContinuousClock.now < deadline {
@@ -265,6 +274,7 @@ private final class CallbackBox: Sendable {
         var disconnect: (@Sendable (Int32) -> Void)?
         var published: (@Sendable (Int32) -> Void)?
         var failure: (@Sendable (String, Duration) -> Void)?
+        var beforeAcknowledging: (@Sendable () -> Void)?
     }
 
     let handlers = Mutex(Handlers())
@@ -334,23 +344,86 @@ private enum NetworkLoop {
             // `stop()` gave up waiting and the client may be gone: the handle is ours to free.
             if !ended { mosquitto_destroy(handle) }
         }
+        let beforeAcknowledging = box.handlers.withLock { $0.beforeAcknowledging }
         var delay = 1
         var pending = initialFailure
+        var lostQuietly = false
         while !box.stopping.load(ordering: .acquiring) {
             if let rc = pending {
-                report(rc, box: box, retryIn: delay)
+                // A lost connection was said by the disconnect handler already.
+                if !lostQuietly { report(rc, box: box, retryIn: delay) }
                 guard pause(seconds: delay, box: box) else { return }
                 delay = min(delay * 2, 30)
-                _ = mosquitto_reconnect(handle)
-                pending = nil
+                let reconnected = mosquitto_reconnect(handle)
+                // libmosquitto's loop retries a failed reconnect by itself; the own loop reports it and retries.
+                pending = beforeAcknowledging == nil || reconnected == MOSQ_ERR_SUCCESS.rawValue ? nil : reconnected
+                lostQuietly = false
+                if pending != nil { continue }
             }
             let started = ContinuousClock.now
-            let rc = mosquitto_loop_forever(handle, 1000, 1)
+            let rc: Int32
+            if let beforeAcknowledging {
+                (rc, lostQuietly) = serve(handle, box: box, beforeAcknowledging: beforeAcknowledging)
+            } else {
+                rc = mosquitto_loop_forever(handle, 1000, 1)
+            }
             if box.stopping.load(ordering: .acquiring) { return }
             // A connection that lasted a while earns a fresh backoff.
             if ContinuousClock.now - started > .seconds(60) { delay = 1 }
             pending = rc == MOSQ_ERR_SUCCESS.rawValue ? MOSQ_ERR_NO_CONN.rawValue : rc
         }
+    }
+
+    /// How long the own loop waits on the socket at most: the pace of keepalive checks, and of writes
+    /// queued from other threads (kurir's intake connection queues none but its subscriptions).
+    private static let pollMilliseconds: Int32 = 100
+    /// Messages handled at most between two `beforeAcknowledging` calls.
+    private static let readBatch = 64
+
+    /// The loop with `beforeAcknowledging`: reads every packet waiting on the socket (each message runs
+    /// the message handler, and libmosquitto, threaded, only queues its PUBACK), runs `beforeAcknowledging`,
+    /// then writes what is queued. Returns on an error or on `stop()`, with whether the connection had
+    /// been up (the disconnect handler has reported its loss then).
+    private static func serve(_ handle: OpaquePointer, box: CallbackBox, beforeAcknowledging: () -> Void) -> (
+        Int32, Bool
+    ) {
+        var wasConnected = false
+        while true {
+            wasConnected = wasConnected || box.connected.load(ordering: .acquiring)
+            if box.stopping.load(ordering: .acquiring) {
+                // Sends the DISCONNECT `stop()` queued.
+                _ = mosquitto_loop_write(handle, 1)
+                return (MOSQ_ERR_SUCCESS.rawValue, wasConnected)
+            }
+            let socket = mosquitto_socket(handle)
+            guard socket >= 0 else { return (MOSQ_ERR_NO_CONN.rawValue, wasConnected) }
+            let events = Int16(POLLIN) | (mosquitto_want_write(handle) ? Int16(POLLOUT) : 0)
+            var watched = pollfd(fd: socket, events: events, revents: 0)
+            _ = poll(&watched, 1, pollMilliseconds)
+            if watched.revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 {
+                let rc = readWaiting(handle, socket: socket)
+                // Also after a failed read: the messages handled before it are covered either way.
+                beforeAcknowledging()
+                guard rc == MOSQ_ERR_SUCCESS.rawValue else { return (rc, wasConnected) }
+            }
+            if mosquitto_want_write(handle) {
+                let rc = mosquitto_loop_write(handle, 1)
+                guard rc == MOSQ_ERR_SUCCESS.rawValue else { return (rc, wasConnected) }
+            }
+            let rc = mosquitto_loop_misc(handle)
+            guard rc == MOSQ_ERR_SUCCESS.rawValue else { return (rc, wasConnected) }
+        }
+    }
+
+    /// Reads packets while more are waiting, up to `readBatch`.
+    private static func readWaiting(_ handle: OpaquePointer, socket: Int32) -> Int32 {
+        for _ in 0..<readBatch {
+            let rc = mosquitto_loop_read(handle, 1)
+            guard rc == MOSQ_ERR_SUCCESS.rawValue else { return rc }
+            var more = pollfd(fd: socket, events: Int16(POLLIN), revents: 0)
+            guard poll(&more, 1, 0) > 0 else { break }
+        }
+        return MOSQ_ERR_SUCCESS.rawValue
     }
 
     private static func report(_ rc: Int32, box: CallbackBox, retryIn seconds: Int) {

@@ -43,15 +43,12 @@ final class Checkpointer: Sendable {
         configuration.label = "kurir.checkpoint"
         connection = try DatabaseQueue(path: path, configuration: configuration)
         self.deferredSync = deferredSync
-        let walPath = path + "-wal"
         let thread = Thread { [self] in
-            var wal = WALFile(path: walPath)
             while true {
                 wake.wait()
                 if stopping.load(ordering: .acquiring) { break }
-                pass(&wal)
+                pass()
             }
-            wal.close()
             stopped.signal()
         }
         thread.name = "kurir-checkpoint"
@@ -109,14 +106,14 @@ final class Checkpointer: Sendable {
     /// intake's fsync, and checkpoints when the last commit is a quiet period old; otherwise sleeps until
     /// the earlier of the two would be due and signals itself for another pass (a commit meanwhile has
     /// signalled already).
-    private func pass(_ wal: inout WALFile) {
+    private func pass() {
         // From here on a commit signals again, so none is missed while this pass looks.
         scheduled.store(false, ordering: .sequentiallyConsistent)
         var now = DispatchTime.now().uptimeNanoseconds
         var nextPass: UInt64?
         if let deferredSync, let due = deferredSync.syncDue {
             if now >= due {
-                deferredSync.sync(at: now) { wal.sync() }
+                deferredSync.sync(at: now)
                 now = DispatchTime.now().uptimeNanoseconds
             } else {
                 nextPass = due
@@ -135,25 +132,5 @@ final class Checkpointer: Sendable {
         guard let nextPass else { return }
         if nextPass > now { usleep(useconds_t((nextPass - now) / 1000 + 1)) }
         signal()
-    }
-}
-
-/// The WAL file, opened on first use, for `fdatasync` alone: SQLite writes it only by appending and
-/// rewinding, never replacing it while a connection (the checkpointer's) is open.
-private struct WALFile {
-    let path: String
-    private var fd: Int32 = -1
-
-    init(path: String) { self.path = path }
-
-    /// Puts every page written to the WAL so far on disk; false when that failed.
-    mutating func sync() -> Bool {
-        if fd < 0 { fd = open(path, O_RDWR | O_CLOEXEC) }
-        return fd >= 0 && fdatasync(fd) == 0
-    }
-
-    mutating func close() {
-        if fd >= 0 { _ = Glibc.close(fd) }
-        fd = -1
     }
 }

@@ -1,17 +1,23 @@
+import GRDB
+import Glibc
 import Synchronization
 
-/// In a `synchronous=FULL` database, which commits are not on disk yet.
+/// In a `synchronous=FULL` database, which commits are not on disk yet, and the `fdatasync` of the WAL
+/// that puts them there.
 ///
-/// FULL's promise is about the intake: a request is fsynced before the broker gets its PUBACK. The
-/// delivery bookkeeping after it (claims, attempt rows, outcomes, outbox rows and deletions) runs in the
-/// group committer's transactions at `synchronous=NORMAL`, without an fsync of its own: the WAL is
-/// written in order, so the next intake's fsync puts every earlier commit on disk too. When no intake
-/// comes within `delay`, the checkpointer's thread syncs the WAL itself. A power loss can so undo at most
-/// the last moments of bookkeeping, which at worst sends those deliveries again (at least once), and never
-/// an acknowledged request. This is what keeps FULL close to one fsync per request.
+/// FULL's promise is about the intake: a request is on disk before the broker gets its PUBACK. The
+/// intake commits at `synchronous=NORMAL` inside the message callback and the network thread syncs the
+/// WAL once for every request it read in one go, before writing their PUBACKs (`Store.syncAccepted`).
+/// The delivery bookkeeping (claims, attempt rows, outcomes, outbox rows and deletions) runs in the
+/// group committer's transactions at NORMAL too, without an fsync of its own: the WAL is written in
+/// order, so the next intake's fsync puts every earlier commit on disk as well. When no intake comes
+/// within `delay`, the checkpointer's thread syncs the WAL itself. A power loss can so undo at most the
+/// last moments of bookkeeping, which at worst sends those deliveries again (at least once), and never
+/// an acknowledged request.
 ///
-/// The WAL hook reports every commit that wrote pages (`committed`); `deferring` is set by the group
-/// committer around a transaction it runs at NORMAL, so the hook can tell the two kinds apart.
+/// The WAL hook reports every commit that wrote pages (`committed`); `deferring` is set around a
+/// transaction run at NORMAL, so the hook can tell the two kinds apart (the store's other writes, rare
+/// ones, commit at FULL).
 final class DeferredSync: Sendable {
     /// How long an unsynced commit may wait for the next intake's fsync before the WAL is synced alone.
     static let delay: UInt64 = 10_000_000  // ns
@@ -25,6 +31,30 @@ final class DeferredSync: Sendable {
 
     let deferring = Atomic(false)
     private let state = Mutex(State())
+    private let wal: WALFile
+
+    init(walPath: String) { wal = WALFile(path: walPath) }
+
+    /// Runs `body` in a transaction at synchronous=NORMAL on `queue`, whose connection is at FULL
+    /// otherwise, and puts FULL back before anything else runs on it. The commit is owed a `sync`.
+    func transaction<T>(on queue: DatabaseQueue, _ body: (Database) throws -> T) throws -> T {
+        try queue.writeWithoutTransaction { db in
+            try db.cachedStatement(sql: "PRAGMA synchronous = NORMAL").execute()
+            deferring.store(true, ordering: .releasing)
+            var result: T?
+            let outcome = Result {
+                try db.inTransaction {
+                    result = try body(db)
+                    return .commit
+                }
+            }
+            deferring.store(false, ordering: .releasing)
+            try db.cachedStatement(sql: "PRAGMA synchronous = FULL").execute()
+            try outcome.get()
+            guard let result else { throw StoreError(code: .sqlite, message: "deferred transaction lost its result") }
+            return result
+        }
+    }
 
     /// Called for each commit that wrote pages, on the writer's thread, inside the commit. Returns true
     /// when this commit began a debt (the checkpointer should schedule a sync).
@@ -51,16 +81,52 @@ final class DeferredSync: Sendable {
         state.withLock { state in state.owedSince.map { $0 &+ Self.delay } }
     }
 
-    /// Runs `sync` (an fsync of the WAL) and records what it covered: every deferred commit that had
-    /// landed before it began. Commits landing meanwhile stay owed, from the sync's start.
-    func sync(at now: UInt64, _ sync: () -> Bool) {
+    /// `fdatasync`s the WAL, outside any SQLite lock, and records what that covered: every commit that
+    /// had landed before it began. Commits landing meanwhile stay owed, from the sync's start. Returns nil,
+    /// or the `errno` text of a failed sync (nothing is known to be on disk then).
+    @discardableResult
+    func sync(at now: UInt64) -> String? { sync(at: now, using: wal.sync) }
+
+    /// `sync(at:)` with the fsync given (tests).
+    func sync(at now: UInt64, using fsync: () -> String?) -> String? {
         let covered = state.withLock { $0.deferred }
-        let done = sync()
+        let failure = fsync()
         state.withLock { state in
-            // Nil: an intake's fsync paid everything meanwhile.
+            // Nil: another sync paid everything meanwhile.
             guard state.owedSince != nil else { return }
             // Commits that landed while it ran, or a failed sync, stay owed from the sync's start.
-            state.owedSince = done && state.deferred == covered ? nil : now
+            state.owedSince = failure == nil && state.deferred == covered ? nil : now
+        }
+        return failure
+    }
+
+    /// Closes the WAL file (when the store closes).
+    func close() { wal.close() }
+}
+
+/// The WAL file, opened on first use, for `fdatasync` alone: SQLite writes it only by appending and
+/// rewinding, never replacing it while a connection (the checkpointer's) is open.
+private final class WALFile: Sendable {
+    let path: String
+    private let fd = Mutex<Int32>(-1)
+
+    init(path: String) { self.path = path }
+
+    /// Puts every page written to the WAL so far on disk; the `errno` text when that failed.
+    func sync() -> String? {
+        let fd = fd.withLock { fd in
+            if fd < 0 { fd = open(path, O_RDWR | O_CLOEXEC) }
+            return fd
+        }
+        // Outside the lock: two syncs may run at once (the intake's and the checkpointer's).
+        guard fd >= 0, fdatasync(fd) == 0 else { return String(cString: strerror(errno)) }
+        return nil
+    }
+
+    func close() {
+        fd.withLock { fd in
+            if fd >= 0 { _ = Glibc.close(fd) }
+            fd = -1
         }
     }
 }

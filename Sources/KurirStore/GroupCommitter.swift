@@ -4,7 +4,7 @@ import Synchronization
 
 /// Group commit: writes submitted from many concurrent rounds share one transaction instead of paying
 /// a commit each. In a `synchronous=FULL` database these transactions run at NORMAL and reach the disk
-/// with the next intake's fsync (`DeferredSync`), so the store costs about one fsync per request.
+/// with the next intake's fsync (`DeferredSync`), so the bookkeeping costs no fsync of its own.
 ///
 /// Writes queue up while a transaction is running; the next transaction takes every write queued so far.
 /// So at low load a write commits at once (no added latency) and under load batches grow by themselves.
@@ -123,19 +123,8 @@ final class GroupCommitter: Sendable {
             }
             return
         }
-        try queue.writeWithoutTransaction { db in
-            try db.cachedStatement(sql: "PRAGMA synchronous = NORMAL").execute()
-            deferredSync.deferring.store(true, ordering: .releasing)
-            let outcome = Result {
-                try db.inTransaction {
-                    for job in jobs { try job.execute(db) }
-                    return .commit
-                }
-            }
-            deferredSync.deferring.store(false, ordering: .releasing)
-            // Every other write on this connection (the intake first) must stay at FULL.
-            try db.cachedStatement(sql: "PRAGMA synchronous = FULL").execute()
-            try outcome.get()
+        try deferredSync.transaction(on: queue) { db in
+            for job in jobs { try job.execute(db) }
         }
     }
 }

@@ -53,7 +53,7 @@ public final class Store: Sendable {
             }
             close(dbFD)
 
-            deferredSync = sync == .full ? DeferredSync() : nil
+            deferredSync = sync == .full ? DeferredSync(walPath: path + "-wal") : nil
             var configuration = Configuration()
             configuration.journalMode = .wal
             configuration.busyMode = .timeout(5)
@@ -107,6 +107,7 @@ public final class Store: Sendable {
         // Pending group-committed writes (outbox deletions) land before the database closes.
         committer.flush()
         checkpointer.close()
+        deferredSync?.close()
         // Close the database before releasing the lock, so the next owner never sees it half-open.
         try? queue.close()
         close(lockFD)
@@ -127,11 +128,26 @@ public final class Store: Sendable {
     /// One transaction: INSERT OR IGNORE each delivery (UNIQUE(request_id,target)); for each row actually
     /// inserted also insert its events. Returns, per delivery, whether it was inserted. Synchronous:
     /// called inside the MQTT message callback.
-    public func accept(_ deliveries: [NewDelivery]) throws(StoreError) -> [Bool] {
-        // Its own transaction, on the calling thread. In FULL this is the fsync that also puts the group
-        // committer's deferred commits on disk (see `DeferredSync`); carrying their writes in it instead
-        // measured no faster (docs/performance.md, change 11).
-        try write("accept") { db in try Self.accept(deliveries, db) }
+    ///
+    /// `deferringSync`: in FULL, commit at NORMAL and leave the fsync to `syncAccepted()`, which the caller
+    /// must call before it acknowledges the request (kurir's network thread does, once for every request
+    /// it read in one go). Without it, in FULL, the commit is on disk when this returns.
+    public func accept(_ deliveries: [NewDelivery], deferringSync: Bool = false) throws(StoreError) -> [Bool] {
+        guard deferringSync, let deferredSync else { return try write("accept") { db in try Self.accept(deliveries, db) } }
+        do {
+            return try deferredSync.transaction(on: queue) { db in try Self.accept(deliveries, db) }
+        } catch {
+            throw Self.map(error, "accept")
+        }
+    }
+
+    /// Puts every request accepted with `deferringSync` so far on disk (an `fdatasync` of the WAL, which
+    /// covers every earlier commit); nothing to do in NORMAL or when nothing is owed.
+    public func syncAccepted() throws(StoreError) {
+        guard let deferredSync, deferredSync.owesSync else { return }
+        if let failure = deferredSync.sync(at: DispatchTime.now().uptimeNanoseconds) {
+            throw StoreError(code: .io, message: "cannot fsync \(path)-wal: \(failure)")
+        }
     }
 
     private static func accept(_ deliveries: [NewDelivery], _ db: Database) throws -> [Bool] {

@@ -47,9 +47,11 @@ private struct Wired {
     let disconnects = MQTTRecorder<Int32>()
     let published = MQTTRecorder<Int32>()
 
-    init(port: Int, clientID: String, cleanSession: Bool = false, onMessage: (@Sendable (MQTTMessage) -> Void)? = nil)
-        throws
-    {
+    init(
+        port: Int, clientID: String, cleanSession: Bool = false,
+        beforeAcknowledging: (@Sendable () -> Void)? = nil,
+        onMessage: (@Sendable (MQTTMessage) -> Void)? = nil
+    ) throws {
         MQTTGlobal.initialize()
         client = try MQTTClient(
             options: MQTTConnectOptions(host: "127.0.0.1", port: port, clientID: clientID, cleanSession: cleanSession))
@@ -64,6 +66,7 @@ private struct Wired {
         client.setConnectHandler { code, _ in connects.append(code) }
         client.setDisconnectHandler { code in disconnects.append(code) }
         client.setPublishedHandler { mid in published.append(mid) }
+        if let beforeAcknowledging { client.setBeforeAcknowledgingHandler(beforeAcknowledging) }
     }
 
     func waitConnected() async -> Bool {
@@ -146,16 +149,31 @@ struct MQTTClientTests {
     }
 
     /// If libmosquitto sent the PUBACK before the handler ran, the broker would drop the message once
-    /// acknowledged and the second session would never see it again.
-    @Test func pubackWaitsForTheMessageHandler() async throws {
+    /// acknowledged and the second session would never see it again. Blocked in the message handler
+    /// (libmosquitto's own loop), and in the before-acknowledging handler (the client's own loop, which
+    /// must not write the PUBACK of a message it has handled before that handler returned).
+    @Test(arguments: [false, true])
+    func pubackWaitsForTheHandler(blockBeforeAcknowledging: Bool) async throws {
         signal(SIGPIPE, SIG_IGN)  // the late PUBACK is written to a socket the broker closed
         let broker = try TestBroker.start()
         defer { broker.stop() }
         let clientID = uniqueID("slow")
         let entered = MQTTRecorder<String>()
         let gate = MQTTGate()
-        let first = try Wired(port: broker.port, clientID: clientID) { message in
+        let requestHandled = Atomic(false)
+        let blockOnce: @Sendable () -> Void = {
+            guard requestHandled.exchange(false, ordering: .acquiringAndReleasing) else { return }
+            entered.append("before acknowledging")
+            gate.wait()
+        }
+        let beforeAcknowledging = blockBeforeAcknowledging ? blockOnce : nil
+        let first = try Wired(port: broker.port, clientID: clientID, beforeAcknowledging: beforeAcknowledging) {
+            message in
             guard message.topic == "kurir-test/slow/request" else { return }
+            if blockBeforeAcknowledging {
+                requestHandled.store(true, ordering: .releasing)
+                return
+            }
             entered.append(message.topic)
             gate.wait()
         }
@@ -184,10 +202,14 @@ struct MQTTClientTests {
         #expect(await second.messages.wait { $0.contains { $0.topic == "kurir-test/slow/request" } })
     }
 
-    @Test func reconnectsAfterBrokerRestart() async throws {
+    /// With libmosquitto's loop, and with the client's own (a before-acknowledging handler installed).
+    @Test(arguments: [false, true])
+    func reconnectsAfterBrokerRestart(ownLoop: Bool) async throws {
         let broker = try TestBroker.start()
         defer { broker.stop() }
-        let client = try Wired(port: broker.port, clientID: uniqueID("reconnect"))
+        let nothing: @Sendable () -> Void = {}
+        let client = try Wired(
+            port: broker.port, clientID: uniqueID("reconnect"), beforeAcknowledging: ownLoop ? nothing : nil)
         try client.client.subscribe("kurir-test/re/#", qos: 1)
         try client.client.start()
         defer { client.client.stop() }

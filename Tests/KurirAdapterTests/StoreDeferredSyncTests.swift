@@ -19,10 +19,10 @@ private func deferredCommit(_ sync: DeferredSync, at now: UInt64) -> Bool {
     return sync.committed(at: now)
 }
 
-@Suite("Store: FULL group commits deferring their fsync to the next intake")
+@Suite("Store: FULL commits deferring their fsync (group commits to the next intake, the intake to syncAccepted)")
 struct StoreDeferredSyncTests {
     @Test func aDeferredCommitOwesASyncThatTheNextFsyncedCommitPays() {
-        let sync = DeferredSync()
+        let sync = DeferredSync(walPath: "/nonexistent/db-wal")
         #expect(sync.syncDue == nil)
         #expect(deferredCommit(sync, at: 1_000))
         // Only the first unsynced commit starts the clock; later ones ride along.
@@ -34,23 +34,53 @@ struct StoreDeferredSyncTests {
     }
 
     @Test func aSyncCoversOnlyTheCommitsBeforeItBegan() {
-        let sync = DeferredSync()
+        let sync = DeferredSync(walPath: "/nonexistent/db-wal")
         _ = deferredCommit(sync, at: 1_000)
-        sync.sync(at: 5_000) {
+        _ = sync.sync(at: 5_000) {
             // Lands while the fsync runs: not covered by it.
             _ = deferredCommit(sync, at: 5_001)
-            return true
+            return nil
         }
         #expect(sync.syncDue == 5_000 + DeferredSync.delay)
-        sync.sync(at: 9_000) { true }
+        _ = sync.sync(at: 9_000) { nil }
         #expect(!sync.owesSync)
     }
 
     @Test func aFailedSyncIsTriedAgainLater() {
-        let sync = DeferredSync()
+        let sync = DeferredSync(walPath: "/nonexistent/db-wal")
         _ = deferredCommit(sync, at: 1_000)
-        sync.sync(at: 5_000) { false }
+        #expect(sync.sync(at: 5_000) { "Input/output error" } != nil)
         #expect(sync.syncDue == 5_000 + DeferredSync.delay)
+    }
+
+    /// A WAL that cannot be opened is a failed sync, with its reason, never a silent success.
+    @Test func aWALThatCannotBeSyncedIsAnError() {
+        let sync = DeferredSync(walPath: "/nonexistent/db-wal")
+        _ = deferredCommit(sync, at: 1_000)
+        #expect(sync.sync(at: 2_000) == "No such file or directory")
+        #expect(sync.owesSync)
+    }
+
+    /// The intake's commit in FULL waits for `syncAccepted()`, which the network thread runs before the
+    /// PUBACKs; the fsync covers every request accepted before it.
+    @Test func requestsAcceptedDeferringTheirSyncAreOwedUntilSyncAccepted() throws {
+        let dir = try Scratch()
+        let store = try Store(path: dir.database, sync: .full)
+        let deferredSync = try #require(store.deferredSync)
+        _ = try store.accept([row("a")], deferringSync: true)
+        _ = try store.accept([row("b")], deferringSync: true)
+        #expect(deferredSync.owesSync)
+        #expect(store.synchronousMode == .full, "the connection is back at FULL after the intake")
+        try store.syncAccepted()
+        #expect(!deferredSync.owesSync)
+        #expect(try store.notifications().map(\.requestID) == ["a", "b"])
+    }
+
+    @Test func acceptWithoutDeferringIsOnDiskWhenItReturns() throws {
+        let dir = try Scratch()
+        let store = try Store(path: dir.database, sync: .full)
+        _ = try store.accept([row("a")])
+        #expect(store.deferredSync.map { !$0.owesSync } ?? false)
     }
 
     /// Group transactions switch the connection to NORMAL; the intake after them must be fsynced again.
@@ -85,5 +115,8 @@ struct StoreDeferredSyncTests {
         let dir = try Scratch()
         let store = try Store(path: dir.database, sync: .normal)
         #expect(store.deferredSync == nil)
+        _ = try store.accept([row("a")], deferringSync: true)
+        try store.syncAccepted()
+        #expect(try store.notifications().count == 1)
     }
 }
