@@ -50,8 +50,11 @@ struct StoreCheckpointTests {
             if n % 100 == 0 { largest = max(largest, size(dir.wal)) }
         }
         largest = max(largest, size(dir.wal))
-        // 6,000 commits of several pages each would be over 20,000 frames without a rewind.
-        #expect(largest <= 1200 * frameBytes, "WAL reached \(largest / frameBytes) frames")
+        // 6,000 commits of several pages each would be over 20,000 frames without a rewind. Above 1,000
+        // by what lands while a background checkpoint holds the checkpoint lock: the writer's inline one
+        // is busy until it ends, and on a loaded machine (a build beside the tests) that reached 1,234
+        // and 1,407 frames.
+        #expect(largest <= 2000 * frameBytes, "WAL reached \(largest / frameBytes) frames")
         #expect(try store.notifications().count == 6000)
     }
 
