@@ -368,8 +368,9 @@ private enum NetworkLoop {
                 rc = mosquitto_loop_forever(handle, 1000, 1)
             }
             if box.stopping.load(ordering: .acquiring) { return }
-            // A connection that lasted a while earns a fresh backoff.
-            if ContinuousClock.now - started > .seconds(60) { delay = 1 }
+            // A connection that lasted a while earns a fresh backoff; so does each loss of a connection
+            // the own loop had up (libmosquitto's loop starts each outage at its own 1 s too).
+            if ContinuousClock.now - started > .seconds(60) || lostQuietly { delay = 1 }
             pending = rc == MOSQ_ERR_SUCCESS.rawValue ? MOSQ_ERR_NO_CONN.rawValue : rc
         }
     }
