@@ -57,3 +57,19 @@ static inline CURLMcode CCurl_multi_setopt_long(CURLM *handle, CURLMoption optio
 static inline long CCurl_global_default_flags(void) {
     return CURL_GLOBAL_DEFAULT;
 }
+
+/// curl_multi_setopt is variadic: typed wrapper for options taking an opaque pointer
+/// (CURLMOPT_SOCKETDATA, CURLMOPT_TIMERDATA).
+static inline CURLMcode CCurl_multi_setopt_pointer(CURLM *handle, CURLMoption option, void *value) {
+    return curl_multi_setopt(handle, option, value);
+}
+
+/// curl_multi_setopt is variadic: typed wrapper for CURLMOPT_SOCKETFUNCTION (NULL removes it).
+static inline CURLMcode CCurl_multi_setopt_socket_callback(CURLM *handle, curl_socket_callback value) {
+    return curl_multi_setopt(handle, CURLMOPT_SOCKETFUNCTION, value);
+}
+
+/// curl_multi_setopt is variadic: typed wrapper for CURLMOPT_TIMERFUNCTION (NULL removes it).
+static inline CURLMcode CCurl_multi_setopt_timer_callback(CURLM *handle, curl_multi_timer_callback value) {
+    return curl_multi_setopt(handle, CURLMOPT_TIMERFUNCTION, value);
+}

@@ -40,9 +40,9 @@ struct PostQueue {
 
 /// The part of the client shared by callers of `post` and the curl thread.
 ///
-/// `@unchecked Sendable`: the mutable state sits in `Mutex`es; `multi` is used from other
-/// threads only through `curl_multi_wakeup`, which libcurl documents as callable from any
-/// thread, and is cleaned up in `deinit`, when no thread can reach it any more.
+/// `@unchecked Sendable`: the mutable state sits in `Mutex`es; `multi` is used only by the curl
+/// thread (other threads wake it through the wake pipe) and is cleaned up in `deinit`, when no
+/// thread can reach it any more.
 final class CurlEngine: @unchecked Sendable {
     private struct Shared {
         var queue = PostQueue()
@@ -51,27 +51,44 @@ final class CurlEngine: @unchecked Sendable {
 
     /// The CURLM handle. Driven only by the curl thread.
     let multi: UnsafeMutableRawPointer
+    /// Read end (watched by the curl thread) and write end (any thread) of the wake pipe, non-blocking.
+    let wakeRead: Int32
+    private let wakeWrite: Int32
     let maxConcurrent: Int
     let maxBodyBytes: Int
     private let shared = Mutex(Shared())
     /// The curl thread until someone has joined it.
     private let thread = Mutex<pthread_t?>(nil)
 
-    private init(multi: UnsafeMutableRawPointer, maxConcurrent: Int, maxBodyBytes: Int) {
+    private init(multi: UnsafeMutableRawPointer, wakePipe: (read: Int32, write: Int32), maxConcurrent: Int, maxBodyBytes: Int) {
         self.multi = multi
+        self.wakeRead = wakePipe.read
+        self.wakeWrite = wakePipe.write
         self.maxConcurrent = maxConcurrent
         self.maxBodyBytes = maxBodyBytes
     }
 
     deinit {
         curl_multi_cleanup(multi)
+        close(wakeRead)
+        close(wakeWrite)
     }
 
     static func start(maxConcurrent: Int, maxBodyBytes: Int) throws(HTTPClientError) -> CurlEngine {
         guard let multi = curl_multi_init() else {
             throw HTTPClientError(code: .curlUnavailable, message: "curl_multi_init failed")
         }
-        let engine = CurlEngine(multi: multi, maxConcurrent: maxConcurrent, maxBodyBytes: maxBodyBytes)
+        var fds: [Int32] = [-1, -1]
+        guard pipe(&fds) == 0 else {
+            curl_multi_cleanup(multi)
+            throw HTTPClientError(code: .threadStart, message: "could not create the curl thread's wake pipe (error \(errno))")
+        }
+        for fd in fds {
+            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        }
+        let engine = CurlEngine(
+            multi: multi, wakePipe: (fds[0], fds[1]), maxConcurrent: maxConcurrent, maxBodyBytes: maxBodyBytes)
         let status = CCurl_multi_setopt_long(multi, CURLMOPT_MAXCONNECTS, maxConcurrent)
         guard status == CURLM_OK else {
             throw HTTPClientError(
@@ -104,7 +121,7 @@ final class CurlEngine: @unchecked Sendable {
             return true
         }
         if accepted {
-            curl_multi_wakeup(multi)
+            wake()
         } else {
             post.finish(.notSent(reason: CurlEngine.shutDownReason))
         }
@@ -112,7 +129,7 @@ final class CurlEngine: @unchecked Sendable {
 
     func shutdown() {
         shared.withLock { $0.stopping = true }
-        curl_multi_wakeup(multi)
+        wake()
         // Held while joining, so a concurrent second caller also returns only once the thread is gone.
         thread.withLock { thread in
             if let running = thread {
@@ -133,6 +150,12 @@ final class CurlEngine: @unchecked Sendable {
     }
 
     static let shutDownReason = "client shut down"
+
+    /// Wakes the curl thread. A full pipe already holds a wake-up, so a failed write loses nothing.
+    private func wake() {
+        var byte: UInt8 = 1
+        _ = write(wakeWrite, &byte, 1)
+    }
 
     private func threadMain() {
         CurlWorker(engine: self).run()
@@ -298,6 +321,20 @@ private let receiveCallback: curl_write_callback = { data, size, count, userdata
     return transfer.receive(UnsafeRawBufferPointer(start: data, count: size * count))
 }
 
+/// CURLMOPT_SOCKETFUNCTION: captures nothing; the worker arrives through `userp`.
+private let socketCallback: curl_socket_callback = { _, socket, what, userp, _ in
+    guard let userp else { return -1 }
+    Unmanaged<CurlWorker>.fromOpaque(userp).takeUnretainedValue().watch(socket, what: what)
+    return 0
+}
+
+/// CURLMOPT_TIMERFUNCTION: captures nothing; the worker arrives through `userp`.
+private let timerCallback: curl_multi_timer_callback = { _, milliseconds, userp in
+    guard let userp else { return -1 }
+    Unmanaged<CurlWorker>.fromOpaque(userp).takeUnretainedValue().setTimer(milliseconds: milliseconds)
+    return 0
+}
+
 private let sendCallback: curl_write_callback = { data, size, count, userdata in
     guard let userdata, let data else { return 0 }
     let transfer = Unmanaged<Transfer>.fromOpaque(userdata).takeUnretainedValue()
@@ -305,11 +342,26 @@ private let sendCallback: curl_write_callback = { data, size, count, userdata in
 }
 
 /// The curl thread's own state: only ever touched on that thread.
+///
+/// Driven through `curl_multi_socket_action`: curl says which sockets to watch and when its next
+/// timer is due, one `poll` waits on all of them, and curl then runs only the transfers whose socket
+/// is ready. (`curl_multi_perform` ran every transfer on each wake-up, and each checked its own socket
+/// with a poll of its own: 13.6 `poll` calls per request at 256 in flight, docs/performance.md.)
 private final class CurlWorker {
     private let engine: CurlEngine
     private let multi: UnsafeMutableRawPointer
     private var idle: [EasyHandle] = []
     private var active: [UnsafeMutableRawPointer: Transfer] = [:]
+    /// Sockets curl asked to watch, with the poll events it wants on each.
+    private var watched: [Int32: Int16] = [:]
+    /// When curl wants `CURL_SOCKET_TIMEOUT` handled; nil when it has no timer.
+    private var timerDue: ContinuousClock.Instant?
+    /// The pollfd array of the last wait, rebuilt only after `watched` changed.
+    private var pollSet: [pollfd] = []
+    private var pollSetStale = true
+    /// curl's spelling of "no socket": run the timers (`CURL_SOCKET_TIMEOUT`).
+    private static let timeoutSocket: Int32 = -1
+    private static let longestWaitMs: Int32 = 1000
 
     init(engine: CurlEngine) {
         self.engine = engine
@@ -317,7 +369,16 @@ private final class CurlWorker {
     }
 
     func run() {
-        var running: Int32 = 0
+        let context = Unmanaged.passUnretained(self).toOpaque()
+        _ = CCurl_multi_setopt_socket_callback(multi, socketCallback)
+        _ = CCurl_multi_setopt_pointer(multi, CURLMOPT_SOCKETDATA, context)
+        _ = CCurl_multi_setopt_timer_callback(multi, timerCallback)
+        _ = CCurl_multi_setopt_pointer(multi, CURLMOPT_TIMERDATA, context)
+        defer {
+            // The engine's curl_multi_cleanup may report closed sockets; this worker is gone by then.
+            _ = CCurl_multi_setopt_socket_callback(multi, nil)
+            _ = CCurl_multi_setopt_timer_callback(multi, nil)
+        }
         while true {
             let (posts, stopping) = engine.take(max: engine.maxConcurrent - active.count)
             if stopping {
@@ -330,14 +391,88 @@ private final class CurlWorker {
             for post in posts {
                 start(post)
             }
-            _ = curl_multi_perform(multi, &running)
+            runDueTimer()
             // A finished transfer frees a slot: look at the queue again before sleeping.
             if collectFinished() > 0 {
                 continue
             }
-            // Returns on socket activity, curl's own timers, or curl_multi_wakeup from enqueue/shutdown.
-            _ = curl_multi_poll(multi, nil, 0, 1000, nil)
+            waitAndRun()
+            runDueTimer()
+            _ = collectFinished()
         }
+    }
+
+    /// curl's socket callback: start, change or stop watching `socket`.
+    fileprivate func watch(_ socket: Int32, what: Int32) {
+        let events: Int16
+        switch what {
+        case CURL_POLL_IN: events = Int16(POLLIN)
+        case CURL_POLL_OUT: events = Int16(POLLOUT)
+        case CURL_POLL_INOUT: events = Int16(POLLIN | POLLOUT)
+        default:
+            watched.removeValue(forKey: socket)
+            pollSetStale = true
+            return
+        }
+        if watched[socket] != events {
+            watched[socket] = events
+            pollSetStale = true
+        }
+    }
+
+    /// curl's timer callback: -1 removes the timer, 0 asks for it as soon as possible.
+    fileprivate func setTimer(milliseconds: Int) {
+        timerDue = milliseconds < 0 ? nil : ContinuousClock.now.advanced(by: .milliseconds(milliseconds))
+    }
+
+    /// Waits for a watched socket, the wake pipe, curl's timer or at most a second, then hands each
+    /// ready socket to curl.
+    private func waitAndRun() {
+        if pollSetStale {
+            pollSet.removeAll(keepingCapacity: true)
+            pollSet.append(pollfd(fd: engine.wakeRead, events: Int16(POLLIN), revents: 0))
+            for (socket, events) in watched {
+                pollSet.append(pollfd(fd: socket, events: events, revents: 0))
+            }
+            pollSetStale = false
+        }
+        var timeout = Self.longestWaitMs
+        if let timerDue {
+            let (seconds, attoseconds) = (timerDue - ContinuousClock.now).components
+            let ms = seconds * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000
+            timeout = Int32(clamping: Swift.max(0, Swift.min(ms, Int64(Self.longestWaitMs))))
+        }
+        let ready = pollSet.withUnsafeMutableBufferPointer { set in
+            poll(set.baseAddress, nfds_t(set.count), timeout)
+        }
+        guard ready > 0 else { return }
+        // Socket actions below may change `watched`; the set polled stays as it is until the next wait.
+        for index in pollSet.indices where pollSet[index].revents != 0 {
+            let entry = pollSet[index]
+            pollSet[index].revents = 0
+            if entry.fd == engine.wakeRead {
+                drainWakePipe()
+                continue
+            }
+            var mask: Int32 = 0
+            if entry.revents & Int16(POLLIN | POLLHUP) != 0 { mask |= CURL_CSELECT_IN }
+            if entry.revents & Int16(POLLOUT) != 0 { mask |= CURL_CSELECT_OUT }
+            if entry.revents & Int16(POLLERR | POLLNVAL) != 0 { mask |= CURL_CSELECT_ERR }
+            var running: Int32 = 0
+            _ = curl_multi_socket_action(multi, entry.fd, mask, &running)
+        }
+    }
+
+    private func runDueTimer() {
+        guard let due = timerDue, due <= ContinuousClock.now else { return }
+        timerDue = nil
+        var running: Int32 = 0
+        _ = curl_multi_socket_action(multi, Self.timeoutSocket, 0, &running)
+    }
+
+    private func drainWakePipe() {
+        var buffer = [UInt8](repeating: 0, count: 64)
+        while buffer.withUnsafeMutableBytes({ read(engine.wakeRead, $0.baseAddress, $0.count) }) > 0 {}
     }
 
     private func start(_ post: PendingPost) {
