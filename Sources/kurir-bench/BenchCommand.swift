@@ -58,6 +58,7 @@ struct BenchCommand: AsyncParsableCommand {
         let broker = try BenchBroker(directory: work)
         defer { broker.stop() }
         bench.brokerPort = broker.port
+        bench.brokerPID = broker.process.pid
         try await bench.runAll(
             peer: skipPeer
                 ? nil
@@ -89,6 +90,53 @@ struct KurirFigures {
     var rssMiB: Double
     var maxInFlight: Int
     var exitStatus: Int32?
+    /// Cores each process kept busy during the measured part (CPU seconds ÷ wall seconds).
+    var cores: CoreShare
+}
+
+/// Where the machine's two cores went while kurir ran: kurir, the broker, the fake gateway, this
+/// process (load generator and event subscriber), and idle.
+struct CoreShare {
+    var kurir = 0.0
+    var broker = 0.0
+    var gateway = 0.0
+    var generator = 0.0
+    var idle = 0.0
+
+    /// CPU seconds of each, read at one instant.
+    struct Reading {
+        var kurir, broker, gateway, generator, idle: Double
+        var nanos: Int64
+
+        init(kurir: Int32, broker: Int32, gateway: Int32) {
+            self.kurir = ProcStats.cpuSeconds(pid: kurir)
+            self.broker = ProcStats.cpuSeconds(pid: broker)
+            self.gateway = ProcStats.cpuSeconds(pid: gateway)
+            self.generator = ProcStats.cpuSeconds(pid: getpid())
+            self.idle = ProcStats.machineIdleSeconds()
+            self.nanos = monotonicNanos()
+        }
+    }
+
+    init() {}
+
+    init(from start: Reading, to end: Reading) {
+        let wall = max(1e-9, Double(end.nanos - start.nanos) / 1e9)
+        kurir = (end.kurir - start.kurir) / wall
+        broker = (end.broker - start.broker) / wall
+        gateway = (end.gateway - start.gateway) / wall
+        generator = (end.generator - start.generator) / wall
+        idle = (end.idle - start.idle) / wall
+    }
+
+    var text: String {
+        "kurir \(Report.fixed(kurir, 2)), broker \(Report.fixed(broker, 2)), gateway \(Report.fixed(gateway, 2)), "
+            + "generator + subscriber \(Report.fixed(generator, 2)), idle \(Report.fixed(idle, 2))"
+    }
+
+    var json: [String: Any] {
+        ["kurir": kurir, "broker": broker, "gateway": gateway, "generator_and_subscriber": generator, "idle": idle]
+    }
 }
 
 /// One benchmark run: sections in order, each adding lines to the report.
@@ -100,6 +148,7 @@ struct Bench {
     let sizeOverride: Int?
     let sections: Set<String>?
     var brokerPort = 0
+    var brokerPID: Int32 = 0
     var wallSeconds = 0.0
     var report = Report()
     private var runNumber = 0
@@ -220,6 +269,8 @@ struct Bench {
             report.add(
                 "2", "  kurir CPU per 1,000 deliveries / peak RSS",
                 "\(Report.fixed(f.cpuPer1000, 3)) s / \(Report.fixed(f.rssMiB, 1)) MiB", "", "")
+            report.add(
+                "2", "  cores busy during the run (of \(ProcessInfo.processInfo.activeProcessorCount))", f.cores.text, "", "")
             report.set("kurir_fast_normal", Self.json(f))
         }
 
@@ -332,7 +383,7 @@ struct Bench {
             "per_s": f.rate,
             "latency_ms_p50": f.latency.p50, "latency_ms_p99": f.latency.p99, "latency_ms_max": f.latency.max,
             "cpu_s_per_1000": f.cpuPer1000, "peak_rss_mib": f.rssMiB, "max_in_flight": f.maxInFlight,
-            "exit_status": f.exitStatus.map { Int($0) } ?? -1,
+            "exit_status": f.exitStatus.map { Int($0) } ?? -1, "cores": f.cores.json,
         ]
     }
 
@@ -404,6 +455,7 @@ struct Bench {
             throw BenchError("\(label): warm-up not delivered; kurir log: \(kurir.process.output().suffix(2000))")
         }
         let cpuBefore = kurir.cpuSeconds
+        let coresBefore = CoreShare.Reading(kurir: kurir.pid, broker: brokerPID, gateway: gateway.process.pid)
         let sent = TimeTable(count: count)
         let payloads = (0..<count).map { Workload.payload(prefix: prefix, index: $0) }
         try generator.run(
@@ -424,6 +476,8 @@ struct Bench {
             usleep(2_000)
         }
         let cpu = kurir.cpuSeconds - cpuBefore
+        let cores = CoreShare(
+            from: coresBefore, to: CoreShare.Reading(kurir: kurir.pid, broker: brokerPID, gateway: gateway.process.pid))
         let rss = kurir.peakRSSMiB
         let delivered = sink.counted
         var last: Int64 = 0
@@ -434,7 +488,8 @@ struct Bench {
         return KurirFigures(
             count: count, delivered: delivered, failed: sink.failed, failovers: sink.failovers,
             rate: Double(delivered) / (Double(last - sent[0]) / 1e9), latency: Latency(sent: sent, arrived: sink.arrivals),
-            cpuPer1000: cpu / Double(max(1, delivered)) * 1000, rssMiB: rss, maxInFlight: mif, exitStatus: status)
+            cpuPer1000: cpu / Double(max(1, delivered)) * 1000, rssMiB: rss, maxInFlight: mif, exitStatus: status,
+            cores: cores)
     }
 
     /// kurir's startup line says "max in flight N".

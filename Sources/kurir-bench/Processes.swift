@@ -41,6 +41,17 @@ enum ProcStats {
         return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
     }
 
+    /// Seconds the whole machine has spent idle (all cores), from the `cpu` line of /proc/stat.
+    static func machineIdleSeconds() -> Double {
+        guard let text = try? String(contentsOfFile: "/proc/stat", encoding: .utf8),
+            let line = text.split(separator: "\n").first, line.hasPrefix("cpu ")
+        else { return 0 }
+        // cpu user nice system idle iowait ...: idle and iowait are time no process ran.
+        let fields = line.split(separator: " ").dropFirst().compactMap { Double($0) }
+        guard fields.count > 4 else { return 0 }
+        return (fields[3] + fields[4]) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+
     /// Peak resident set size (VmHWM) in MiB.
     static func peakRSSMiB(pid: Int32) -> Double {
         guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return 0 }
