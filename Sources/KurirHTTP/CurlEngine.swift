@@ -397,8 +397,6 @@ private final class CurlWorker {
                 continue
             }
             waitAndRun()
-            runDueTimer()
-            _ = collectFinished()
         }
     }
 
@@ -426,7 +424,7 @@ private final class CurlWorker {
     }
 
     /// Waits for a watched socket, the wake pipe, curl's timer or at most a second, then hands each
-    /// ready socket to curl.
+    /// ready socket to curl; the caller's next pass runs a due timer and collects finished transfers.
     private func waitAndRun() {
         if pollSetStale {
             pollSet.removeAll(keepingCapacity: true)
@@ -438,9 +436,8 @@ private final class CurlWorker {
         }
         var timeout = Self.longestWaitMs
         if let timerDue {
-            let (seconds, attoseconds) = (timerDue - ContinuousClock.now).components
-            let ms = seconds * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000
-            timeout = Int32(clamping: Swift.max(0, Swift.min(ms, Int64(Self.longestWaitMs))))
+            let now = ContinuousClock.now
+            timeout = timerDue <= now ? 0 : Int32(Swift.min(Transfer.milliseconds(timerDue - now), Int(timeout)))
         }
         let ready = pollSet.withUnsafeMutableBufferPointer { set in
             poll(set.baseAddress, nfds_t(set.count), timeout)

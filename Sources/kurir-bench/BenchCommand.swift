@@ -97,11 +97,11 @@ struct KurirFigures {
 /// Where the machine's two cores went while kurir ran: kurir, the broker, the fake gateway, this
 /// process (load generator and event subscriber), and idle.
 struct CoreShare {
-    var kurir = 0.0
-    var broker = 0.0
-    var gateway = 0.0
-    var generator = 0.0
-    var idle = 0.0
+    var kurir: Double
+    var broker: Double
+    var gateway: Double
+    var generator: Double
+    var idle: Double
 
     /// CPU seconds of each, read at one instant.
     struct Reading {
@@ -117,8 +117,6 @@ struct CoreShare {
             self.nanos = monotonicNanos()
         }
     }
-
-    init() {}
 
     init(from start: Reading, to end: Reading) {
         let wall = max(1e-9, Double(end.nanos - start.nanos) / 1e9)
@@ -454,7 +452,6 @@ struct Bench {
         guard poll(timeout: .seconds(20), { sink.warmups >= 3 }) else {
             throw BenchError("\(label): warm-up not delivered; kurir log: \(kurir.process.output().suffix(2000))")
         }
-        let cpuBefore = kurir.cpuSeconds
         let coresBefore = CoreShare.Reading(kurir: kurir.pid, broker: brokerPID, gateway: gateway.process.pid)
         let sent = TimeTable(count: count)
         let payloads = (0..<count).map { Workload.payload(prefix: prefix, index: $0) }
@@ -475,9 +472,9 @@ struct Bench {
             }
             usleep(2_000)
         }
-        let cpu = kurir.cpuSeconds - cpuBefore
-        let cores = CoreShare(
-            from: coresBefore, to: CoreShare.Reading(kurir: kurir.pid, broker: brokerPID, gateway: gateway.process.pid))
+        let coresAfter = CoreShare.Reading(kurir: kurir.pid, broker: brokerPID, gateway: gateway.process.pid)
+        let cpu = coresAfter.kurir - coresBefore.kurir
+        let cores = CoreShare(from: coresBefore, to: coresAfter)
         let rss = kurir.peakRSSMiB
         let delivered = sink.counted
         var last: Int64 = 0

@@ -230,7 +230,6 @@ final class KurirProcess {
     }
 
     var pid: Int32 { process.pid }
-    var cpuSeconds: Double { ProcStats.cpuSeconds(pid: process.pid) }
     var peakRSSMiB: Double { ProcStats.peakRSSMiB(pid: process.pid) }
 
     /// SIGTERM, and the exit status (nil when it did not stop within 30 s).
