@@ -157,12 +157,12 @@ public final class MQTTClient: @unchecked Sendable {
         // Nagle off: measured ≈ 5.4 ms → 0.9 ms median relay latency.
         try check(mosquitto_int_option(handle, MOSQ_OPT_TCP_NODELAY, 1), "set tcp nodelay")
         try check(mosquitto_reconnect_delay_set(handle, 1, 30, true), "set reconnect delay")
-        // At most 4096 unacknowledged outgoing QoS 1 publishes on the wire; more are queued inside
-        // libmosquitto and sent as PUBACKs return. Bounded so a large outbox backlog cannot flood the
-        // broker, high enough to keep the link busy (the outbox keeps every event durable anyway).
-        // Not 100: during a burst of requests the PUBACKs of kurir's events queue in the socket behind
-        // a second or more of incoming requests, and 100 in flight held events to ≈ 150/s (make bench).
-        try check(mosquitto_max_inflight_messages_set(handle, 4096), "set max inflight")
+        // Bounded so a large outbox backlog cannot flood the broker, high enough to keep the link busy
+        // (the outbox keeps every event durable anyway). Not 100 by default: when events shared the
+        // requests connection their PUBACKs queued behind a second or more of incoming requests during a
+        // burst, and 100 in flight held events to ≈ 150/s (make bench).
+        let window = UInt32(clamping: max(1, options.maxInflightMessages))
+        try check(mosquitto_max_inflight_messages_set(handle, window), "set max inflight")
         if options.username != nil || options.password != nil {
             try check(mosquitto_username_pw_set(handle, options.username, options.password), "set credentials")
         }

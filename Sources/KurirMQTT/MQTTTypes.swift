@@ -28,6 +28,12 @@ public struct MQTTConnectOptions: Sendable {
     public var cleanSession: Bool
     /// MQTT keep-alive interval (whole seconds, at least 5 s are used).
     public var keepAlive: Duration
+    /// At most this many unacknowledged outgoing QoS 1 publishes on the wire; more wait inside
+    /// libmosquitto and go out as PUBACKs return.
+    ///
+    /// libmosquitto walks its list of outgoing messages from the head on every PUBACK, up to the first
+    /// one still waiting for a slot, so each PUBACK costs time in proportion to this window once it is full.
+    public var maxInflightMessages: Int = 4096
 
     /// Creates options with a persistent session and a 30 s keep-alive.
     public init(

@@ -1,6 +1,6 @@
 import Foundation
 import KurirCore
-import KurirTestSupport
+@testable import KurirTestSupport
 import Testing
 
 #if canImport(Glibc)
@@ -604,6 +604,22 @@ struct FakeGatewayTests {
         #expect(FakeBehaviour(modeSpec: "httpError:abc") == nil)
         #expect(FakeBehaviour(modeSpec: "succeed:x") == nil)
         #expect(FakeBehaviour(modeSpec: "sideways") == nil)
+    }
+
+    /// The fake decodes forms on bytes; it must read them exactly as Foundation's decoding did.
+    @Test(arguments: [
+        "Tom+%26+Jerry%0Aline2", "120363043218123456%40g.us", "a%2", "100%", "%zz+x", "%E2%82%AC+euro", "%FF%FE",
+        "plain", "", "++", "%2b%2B",
+    ])
+    func formComponentsDecodeLikeFoundation(_ component: String) {
+        let spaced = component.replacingOccurrences(of: "+", with: " ")
+        let expected = spaced.removingPercentEncoding ?? spaced
+        #expect(FakeFields.decodeComponent(Substring(component).utf8) == expected)
+    }
+
+    @Test(arguments: [" 0812 ", "\t0812\u{00A0}", "\u{3000}", " ", "", "a b", "\n0812"])
+    func trimmingMatchesFoundationsWhitespaceSet(_ text: String) {
+        #expect(FakeDialect.trimmed(Substring(text)) == text.trimmingCharacters(in: .whitespaces))
     }
 
     @Test func stopClosesConnectionsLeftOpenAndIsIdempotent() async throws {
