@@ -1,7 +1,8 @@
 import Foundation
 import KurirCore
-@testable import KurirTestSupport
 import Testing
+
+@testable import KurirTestSupport
 
 #if canImport(Glibc)
     import Glibc
