@@ -57,6 +57,8 @@ final class CurlEngine: @unchecked Sendable {
     let maxConcurrent: Int
     let maxBodyBytes: Int
     private let shared = Mutex(Shared())
+    /// A wake-up byte is in the pipe, or about to be, and the curl thread has not drained it yet.
+    private let wakePending = Atomic<Bool>(false)
     /// The curl thread until someone has joined it.
     private let thread = Mutex<pthread_t?>(nil)
 
@@ -152,9 +154,19 @@ final class CurlEngine: @unchecked Sendable {
     static let shutDownReason = "client shut down"
 
     /// Wakes the curl thread. A full pipe already holds a wake-up, so a failed write loses nothing.
+    ///
+    /// Only the first caller after the thread last drained the pipe writes: under load many posts arrive
+    /// between two passes of the thread, and a write each was a system call each (and a read).
     private func wake() {
+        guard !wakePending.exchange(true, ordering: .acquiringAndReleasing) else { return }
         var byte: UInt8 = 1
         _ = write(wakeWrite, &byte, 1)
+    }
+
+    /// The curl thread drained the wake pipe; called before it next takes from the queue, so a post
+    /// queued after this call writes a fresh wake-up and one queued before it is taken.
+    fileprivate func wakeConsumed() {
+        wakePending.store(false, ordering: .releasing)
     }
 
     private func threadMain() {
@@ -468,8 +480,10 @@ private final class CurlWorker {
     }
 
     private func drainWakePipe() {
-        var buffer = [UInt8](repeating: 0, count: 64)
-        while buffer.withUnsafeMutableBytes({ read(engine.wakeRead, $0.baseAddress, $0.count) }) > 0 {}
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 64) { buffer in
+            while read(engine.wakeRead, buffer.baseAddress, buffer.count) > 0 {}
+        }
+        engine.wakeConsumed()
     }
 
     private func start(_ post: PendingPost) {

@@ -43,10 +43,7 @@ final class DeferredSync: Sendable {
             deferring.store(true, ordering: .releasing)
             var result: T?
             let outcome = Result {
-                try db.inTransaction {
-                    result = try body(db)
-                    return .commit
-                }
+                result = try db.immediateTransaction { try body(db) }
             }
             deferring.store(false, ordering: .releasing)
             try db.cachedStatement(sql: "PRAGMA synchronous = FULL").execute()

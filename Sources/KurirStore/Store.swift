@@ -133,7 +133,13 @@ public final class Store: Sendable {
     /// must call before it acknowledges the request (kurir's network thread does, once for every request
     /// it read in one go). Without it, in FULL, the commit is on disk when this returns.
     public func accept(_ deliveries: [NewDelivery], deferringSync: Bool = false) throws(StoreError) -> [Bool] {
-        guard deferringSync, let deferredSync else { return try write("accept") { db in try Self.accept(deliveries, db) } }
+        guard deferringSync, let deferredSync else {
+            do {
+                return try queue.writeWithoutTransaction { db in try db.immediateTransaction { try Self.accept(deliveries, db) } }
+            } catch {
+                throw Self.map(error, "accept")
+            }
+        }
         do {
             return try deferredSync.transaction(on: queue) { db in try Self.accept(deliveries, db) }
         } catch {
