@@ -143,11 +143,13 @@ final class DeliveryService: Service {
                 }
                 // Group-committed with the other rounds' writes, and committed before the request goes out.
                 let attemptID: Int64
-                if let premadeAttempt {
-                    attemptID = premadeAttempt
+                let attemptedAt: Timestamp
+                if let premadeAttempt, let premadeAt = record.pendingAttemptAt {
+                    (attemptID, attemptedAt) = (premadeAttempt, premadeAt)
                 } else {
+                    attemptedAt = clock.now()
                     attemptID = try await store.beginAttemptGrouped(
-                        notificationID: record.id, provider: provider, at: clock.now())
+                        notificationID: record.id, provider: provider, at: attemptedAt)
                 }
                 premadeAttempt = nil
                 CrashPoints.reach(.beforeHTTP)
@@ -156,7 +158,7 @@ final class DeliveryService: Service {
                 let result = round.record(reply, latencyMs: latency)
                 // Written with the next step: alone before a failover, or in one write with the round's end.
                 pendingCompletion = CompletedAttempt(
-                    attemptID: attemptID, result: result, events: failoverEvents(&round, record))
+                    attemptID: attemptID, result: result, events: failoverEvents(&round, record), startedAt: attemptedAt)
                 log(round.drainLogLines())
                 recorded += 1
             case .finished(let result):

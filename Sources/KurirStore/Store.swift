@@ -278,6 +278,7 @@ public final class Store: Sendable {
                 try mark.execute(arguments: [nowText, record.id])
                 if let firstAttempt, record.attempts == 0 {
                     record.pendingAttemptID = try Self.beginAttempt(record.id, firstAttempt, now, db)
+                    record.pendingAttemptAt = now
                 }
                 records.append(record)
                 if records.count == limit { break scan }
@@ -361,29 +362,47 @@ public final class Store: Sendable {
     private static func completeAttempt(
         _ attemptID: Int64, _ notificationID: Int64, _ result: AttemptResult, _ events: [OutboxEvent], _ db: Database
     ) throws {
-        do {
+        let ended = try recordOutcome(
+            CompletedAttempt(attemptID: attemptID, result: result, events: events), of: notificationID, db)
+        try db.cachedStatement(
+            sql: "UPDATE whatsapp_notifications SET attempts = attempts + 1, updated_at = ? WHERE id = ?"
+        ).execute(arguments: [ended, notificationID])
+    }
+
+    /// Writes the attempt's outcome and its events (created at the attempt's end, `attempted_at` +
+    /// latency); returns that end. The notification's `attempts` is the caller's to count.
+    private static func recordOutcome(_ attempt: CompletedAttempt, of notificationID: Int64, _ db: Database) throws
+        -> String
+    {
+        let result = attempt.result
+        func end(of started: Timestamp) -> String {
+            Timestamp(millisecondsSinceEpoch: started.millisecondsSinceEpoch + max(0, result.latencyMs)).rfc3339
+        }
+        let ended: String
+        if let known = attempt.startedAt {
+            ended = end(of: known)
+        } else {
             guard
                 let startedText = try String.fetchOne(
                     db.cachedStatement(
                         sql: "SELECT attempted_at FROM whatsapp_attempts WHERE id = ? AND notification_id = ?"),
-                    arguments: [attemptID, notificationID])
+                    arguments: [attempt.attemptID, notificationID])
             else {
-                throw StoreError(code: .notFound, message: "attempt \(attemptID) of notification \(notificationID) not found")
+                throw StoreError(
+                    code: .notFound, message: "attempt \(attempt.attemptID) of notification \(notificationID) not found")
             }
-            let ended =
-                (Timestamp(rfc3339: startedText)?.millisecondsSinceEpoch).map {
-                    Timestamp(millisecondsSinceEpoch: $0 + max(0, result.latencyMs)).rfc3339
-                } ?? startedText
-            try db.cachedStatement(
-                sql: "UPDATE whatsapp_attempts SET outcome = ?, error = ?, http_status = ?, latency_ms = ? WHERE id = ?"
-            ).execute(arguments: [
-                result.outcome.rawValue, result.error, result.httpStatus, result.latencyMs, attemptID,
-            ])
-            try db.cachedStatement(
-                sql: "UPDATE whatsapp_notifications SET attempts = attempts + 1, updated_at = ? WHERE id = ?"
-            ).execute(arguments: [ended, notificationID])
-            try Self.insert(events, at: ended, db)
+            ended = Timestamp(rfc3339: startedText).map(end(of:)) ?? startedText
         }
+        try db.cachedStatement(
+            sql: "UPDATE whatsapp_attempts SET outcome = ?, error = ?, http_status = ?, latency_ms = ? WHERE id = ?"
+        ).execute(arguments: [
+            result.outcome.rawValue, result.error, result.httpStatus, result.latencyMs, attempt.attemptID,
+        ])
+        guard db.changesCount == 1 else {
+            throw StoreError(code: .notFound, message: "attempt \(attempt.attemptID) of notification \(notificationID) not found")
+        }
+        try Self.insert(attempt.events, at: ended, db)
+        return ended
     }
 
     /// True when any attempt of this notification (any round) has outcome 'unknown'.
@@ -418,23 +437,24 @@ public final class Store: Sendable {
     {
         try await committer.run("finish round") { db in
             if let attempt {
-                try Self.completeAttempt(attempt.attemptID, round.notificationID, attempt.result, attempt.events, db)
+                _ = try Self.recordOutcome(attempt, of: round.notificationID, db)
             }
-            try Self.finish(round, db)
+            // The finished attempt counts in the same UPDATE that ends the round.
+            try Self.finish(round, addingAttempts: attempt == nil ? 0 : 1, db)
         }
     }
 
-    private static func finish(_ r: FinishedRound, _ db: Database) throws {
+    private static func finish(_ r: FinishedRound, addingAttempts: Int = 0, _ db: Database) throws {
         try db.cachedStatement(
             sql: """
                 UPDATE whatsapp_notifications
                 SET status = ?, provider = ?, failover = ?, error_message = ?, sent_at = ?, next_attempt_at = ?,
-                    retries = ?, updated_at = ?, in_flight_since = NULL
+                    retries = ?, updated_at = ?, in_flight_since = NULL, attempts = attempts + ?
                 WHERE id = ?
                 """
         ).execute(arguments: [
             r.status.rawValue, r.provider, r.failover ? 1 : 0, r.errorMessage, r.sentAt?.rfc3339,
-            r.nextAttemptAt?.rfc3339, r.retries, r.at.rfc3339, r.notificationID,
+            r.nextAttemptAt?.rfc3339, r.retries, r.at.rfc3339, addingAttempts, r.notificationID,
         ])
         guard db.changesCount == 1 else {
             throw StoreError(code: .notFound, message: "notification \(r.notificationID) not found")

@@ -154,6 +154,8 @@ public struct DeliveryRecord: Sendable, Equatable {
     public var createdAt: Timestamp
     /// The first attempt's row, inserted by the claim (`claimDueGrouped(firstAttempt:)`), NULL outcome.
     public var pendingAttemptID: Int64? = nil
+    /// That attempt's `attempted_at` (the claim's time).
+    public var pendingAttemptAt: Timestamp? = nil
 
     /// Creates a record.
     public init(
@@ -283,11 +285,14 @@ public struct CompletedAttempt: Sendable, Equatable {
     public var result: AttemptResult
     /// Events written with it (failover).
     public var events: [OutboxEvent]
+    /// Its `attempted_at`, when the caller knows it (saves reading it back); nil reads the row.
+    public var startedAt: Timestamp?
 
     /// Creates a completed attempt.
-    public init(attemptID: Int64, result: AttemptResult, events: [OutboxEvent]) {
+    public init(attemptID: Int64, result: AttemptResult, events: [OutboxEvent], startedAt: Timestamp? = nil) {
         self.attemptID = attemptID
         self.result = result
         self.events = events
+        self.startedAt = startedAt
     }
 }
