@@ -27,8 +27,31 @@ public struct Timestamp: Sendable, Hashable, Comparable {
         let minute = msOfDay / 60_000 % 60
         let second = msOfDay / 1000 % 60
         let milli = msOfDay % 1000
-        return "\(Self.pad(year, 4))-\(Self.pad(month, 2))-\(Self.pad(day, 2))T"
-            + "\(Self.pad(hour, 2)):\(Self.pad(minute, 2)):\(Self.pad(second, 2)).\(Self.pad(milli, 3))Z"
+        guard (0...9999).contains(year) else {
+            return "\(Self.pad(year, 4))-\(Self.pad(month, 2))-\(Self.pad(day, 2))T"
+                + "\(Self.pad(hour, 2)):\(Self.pad(minute, 2)):\(Self.pad(second, 2)).\(Self.pad(milli, 3))Z"
+        }
+        // Written into one buffer: a delivery formats half a dozen times, and padding each field as a
+        // String of its own cost a dozen allocations per time (perf).
+        return String(unsafeUninitializedCapacity: 24) { text in
+            func put(_ value: Int64, width: Int, at end: Int) {
+                var rest = value
+                for index in stride(from: end - 1, through: end - width, by: -1) {
+                    text[index] = UInt8(ascii: "0") + UInt8(rest % 10)
+                    rest /= 10
+                }
+            }
+            put(year, width: 4, at: 4)
+            put(month, width: 2, at: 7)
+            put(day, width: 2, at: 10)
+            put(hour, width: 2, at: 13)
+            put(minute, width: 2, at: 16)
+            put(second, width: 2, at: 19)
+            put(milli, width: 3, at: 23)
+            (text[4], text[7], text[10]) = (UInt8(ascii: "-"), UInt8(ascii: "-"), UInt8(ascii: "T"))
+            (text[13], text[16], text[19], text[23]) = (UInt8(ascii: ":"), UInt8(ascii: ":"), UInt8(ascii: "."), UInt8(ascii: "Z"))
+            return 24
+        }
     }
 
     /// Parses exactly the format `rfc3339` produces (`YYYY-MM-DDTHH:MM:SS.mmmZ`); `nil` otherwise.

@@ -47,6 +47,18 @@ import Testing
         #expect(Timestamp(rfc3339: text) == timestamp)
     }
 
+    /// The formatter writes digits into a buffer; the parser reads them back independently.
+    @Test func randomTimesRoundTripThroughTheirText() {
+        var generator = SystemRandomNumberGenerator()
+        let earliest: Int64 = -62_167_219_200_000  // 0000-01-01T00:00:00.000Z
+        for _ in 0..<10_000 {
+            let time = Timestamp(millisecondsSinceEpoch: Int64.random(in: earliest...253_402_300_799_999, using: &generator))
+            let text = time.rfc3339
+            #expect(text.utf8.count == 24)
+            #expect(Timestamp(rfc3339: text) == time)
+        }
+    }
+
     @Test(arguments: [
         "2026-11-25T08:00:00Z", "2026-11-25T08:00:00.12Z", "2026-11-25T08:00:00.123+00:00", "2026-13-01T00:00:00.000Z",
         "2026-02-29T00:00:00.000Z", "2026-11-25 08:00:00.123Z", "2026-11-25T24:00:00.000Z", "", "2026-11-25T08:00:00.1a3Z",
