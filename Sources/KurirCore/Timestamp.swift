@@ -49,7 +49,8 @@ public struct Timestamp: Sendable, Hashable, Comparable {
             put(second, width: 2, at: 19)
             put(milli, width: 3, at: 23)
             (text[4], text[7], text[10]) = (UInt8(ascii: "-"), UInt8(ascii: "-"), UInt8(ascii: "T"))
-            (text[13], text[16], text[19], text[23]) = (UInt8(ascii: ":"), UInt8(ascii: ":"), UInt8(ascii: "."), UInt8(ascii: "Z"))
+            (text[13], text[16]) = (UInt8(ascii: ":"), UInt8(ascii: ":"))
+            (text[19], text[23]) = (UInt8(ascii: "."), UInt8(ascii: "Z"))
             return 24
         }
     }
