@@ -68,6 +68,12 @@ final class Intake: Sendable {
         }
     }
 
+    /// Run by the network thread around each read of the requests waiting on its socket: their commits
+    /// (in `handle`) hold the store's writer from the first to the last.
+    func reading(_ read: () -> Void) {
+        store.holdingWriter(read)
+    }
+
     /// Run by the network thread before it writes the PUBACKs of the requests handled since the last call:
     /// puts them on disk, then wakes the delivery loop and the outbox publisher for them (a claim already
     /// under way may still pick one up before its fsync; a power loss then sends it again, at least once).

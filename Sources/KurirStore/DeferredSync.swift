@@ -38,7 +38,8 @@ final class DeferredSync: Sendable {
     /// Runs `body` in a transaction at synchronous=NORMAL on `queue`, whose connection is at FULL
     /// otherwise, and puts FULL back before anything else runs on it. The commit is owed a `sync`.
     func transaction<T>(on queue: DatabaseQueue, _ body: (Database) throws -> T) throws -> T {
-        try queue.writeWithoutTransaction { db in
+        // Reentrant: the intake runs it inside `Store.holdingWriter`.
+        try queue.unsafeReentrantWrite { db in
             try db.cachedStatement(sql: "PRAGMA synchronous = NORMAL").execute()
             deferring.store(true, ordering: .releasing)
             var result: T?
