@@ -55,8 +55,21 @@ extension String {
     /// The string without leading and trailing spaces, tabs and line breaks.
     func trimmingSpaces() -> String {
         let scalars = unicodeScalars
-        guard let start = scalars.firstIndex(where: { !$0.properties.isWhitespace }) else { return "" }
-        let end = scalars.lastIndex(where: { !$0.properties.isWhitespace })!
+        guard let start = scalars.firstIndex(where: { !$0.isSpace }) else { return "" }
+        let end = scalars.lastIndex(where: { !$0.isSpace })!
         return String(scalars[start...end])
+    }
+
+    /// True when the string is empty or holds only spaces, tabs and line breaks (what `trimmingSpaces`
+    /// removes), without building the trimmed copy.
+    var isBlank: Bool { unicodeScalars.allSatisfy(\.isSpace) }
+}
+
+extension Unicode.Scalar {
+    /// Unicode's White_Space property, answered without a property lookup for ASCII (every request's
+    /// targets and message are trimmed).
+    var isSpace: Bool {
+        if isASCII { return value == 0x20 || (0x09...0x0D).contains(value) }
+        return properties.isWhitespace
     }
 }

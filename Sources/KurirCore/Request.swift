@@ -156,7 +156,7 @@ public struct RequestValidator: Sendable {
 
         guard let messageValue = value["message"], messageValue != .null else { return no("message is required") }
         guard case .string(let message) = messageValue else { return no("message must be a string") }
-        if message.trimmingSpaces().isEmpty { return no("message is empty") }
+        if message.isBlank { return no("message is empty") }
         if message.unicodeScalars.count > Self.maxMessageCharacters {
             return no("message longer than \(Self.maxMessageCharacters) characters")
         }

@@ -184,3 +184,20 @@ import Testing
         #expect(skipped.topic(prefix: "p") == "p/skipped/x")
     }
 }
+
+@Suite struct SpaceTests {
+    /// The ASCII shortcut must answer exactly as Unicode's White_Space property.
+    @Test func isSpaceMatchesTheUnicodeProperty() {
+        let scalars = (0...0x3000).compactMap(Unicode.Scalar.init)
+        for scalar in scalars {
+            #expect(scalar.isSpace == scalar.properties.isWhitespace, "U+\(String(scalar.value, radix: 16))")
+        }
+    }
+
+    @Test func blankAndTrimmedAgree() {
+        for text in ["", " ", "\t\r\n", "\u{00A0}\u{3000}", " x ", "x", "\u{2028}y"] {
+            #expect(text.isBlank == text.trimmingSpaces().isEmpty)
+        }
+        #expect(" \u{00A0}0812 \t".trimmingSpaces() == "0812")
+    }
+}
