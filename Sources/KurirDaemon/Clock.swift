@@ -26,6 +26,7 @@ public struct SystemWallClock: WallClock {
 /// The ids need to be unique, not secret.
 enum Identifiers {
     private static let generator = Mutex(Xoshiro256StarStar())
+    private static let hexDigits = Array("0123456789abcdef".utf8)
 
     static func make() -> String {
         let (high, low) = generator.withLock { ($0.next(), $0.next()) }
@@ -36,14 +37,13 @@ enum Identifiers {
     static func uuidString(high: UInt64, low: UInt64) -> String {
         let versioned = (high & ~0xF000) | 0x4000
         let varied = (low & ~(0xC << 60)) | (0x8 << 60)
-        let hex = Array("0123456789abcdef".utf8)
         var text = [UInt8]()
         text.reserveCapacity(36)
         for nibble in 0..<32 {
             if nibble == 8 || nibble == 12 || nibble == 16 || nibble == 20 { text.append(UInt8(ascii: "-")) }
             let word = nibble < 16 ? versioned : varied
             let shift = UInt64(60 - (nibble % 16) * 4)
-            text.append(hex[Int((word >> shift) & 0xF)])
+            text.append(hexDigits[Int((word >> shift) & 0xF)])
         }
         return String(decoding: text, as: UTF8.self)
     }

@@ -116,18 +116,16 @@ final class DeliveryService: Service {
         var recorded = 0
         var pendingCompletion: CompletedAttempt?
         // Inserted by the claim for the chain's first gateway, which the round always tries (or skips) first.
-        var premadeAttempt = record.pendingAttemptID
+        var premadeAttempt = record.pendingAttempt
         while true {
             let step = round.next()
             // Gateways skipped inside `next()` (message too long) left refused attempts to record.
             while recorded < round.attempts.count {
                 if let completion = pendingCompletion {
-                    try await store.completeAttemptGrouped(
-                        attemptID: completion.attemptID, notificationID: record.id, result: completion.result,
-                        events: completion.events)
+                    try await store.completeAttemptGrouped(completion, of: record.id)
                     pendingCompletion = nil
                 }
-                try recordSkipped(round.attempts[recorded], of: record, round: &round, attemptID: premadeAttempt)
+                try recordSkipped(round.attempts[recorded], of: record, round: &round, attemptID: premadeAttempt?.id)
                 premadeAttempt = nil
                 recorded += 1
             }
@@ -136,20 +134,18 @@ final class DeliveryService: Service {
                 let provider = configuration.chain[index].provider
                 if let completion = pendingCompletion {
                     // Queued ahead of the next attempt's row, in the same or an earlier transaction.
-                    try await store.completeAttemptGrouped(
-                        attemptID: completion.attemptID, notificationID: record.id, result: completion.result,
-                        events: completion.events)
+                    try await store.completeAttemptGrouped(completion, of: record.id)
                     pendingCompletion = nil
                 }
                 // Group-committed with the other rounds' writes, and committed before the request goes out.
-                let attemptID: Int64
-                let attemptedAt: Timestamp
-                if let premadeAttempt, let premadeAt = record.pendingAttemptAt {
-                    (attemptID, attemptedAt) = (premadeAttempt, premadeAt)
+                let attempt: PendingAttempt
+                if let premadeAttempt {
+                    attempt = premadeAttempt
                 } else {
-                    attemptedAt = clock.now()
-                    attemptID = try await store.beginAttemptGrouped(
-                        notificationID: record.id, provider: provider, at: attemptedAt)
+                    let now = clock.now()
+                    attempt = PendingAttempt(
+                        id: try await store.beginAttemptGrouped(notificationID: record.id, provider: provider, at: now),
+                        attemptedAt: now)
                 }
                 premadeAttempt = nil
                 CrashPoints.reach(.beforeHTTP)
@@ -158,7 +154,8 @@ final class DeliveryService: Service {
                 let result = round.record(reply, latencyMs: latency)
                 // Written with the next step: alone before a failover, or in one write with the round's end.
                 pendingCompletion = CompletedAttempt(
-                    attemptID: attemptID, result: result, events: failoverEvents(&round, record), startedAt: attemptedAt)
+                    attemptID: attempt.id, result: result, events: failoverEvents(&round, record),
+                    startedAt: attempt.attemptedAt)
                 log(round.drainLogLines())
                 recorded += 1
             case .finished(let result):

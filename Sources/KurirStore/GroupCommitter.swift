@@ -118,10 +118,8 @@ final class GroupCommitter: Sendable {
     /// One transaction; in a FULL database at synchronous=NORMAL, its fsync left to the next intake.
     private func commit(_ jobs: [Job]) throws {
         guard let deferredSync else {
-            try queue.writeWithoutTransaction { db in
-                try db.immediateTransaction {
-                    for job in jobs { try job.execute(db) }
-                }
+            try queue.immediateWrite { db in
+                for job in jobs { try job.execute(db) }
             }
             return
         }
@@ -136,23 +134,4 @@ private final class ResultBox<T: Sendable>: Sendable {
     private let value = Mutex<T?>(nil)
     func set(_ newValue: T) { value.withLock { $0 = newValue } }
     func take() -> T? { value.withLock { $0.take() } }
-}
-
-extension Database {
-    /// `BEGIN IMMEDIATE` … `COMMIT` with cached statements, rolled back when `body` or the commit throws.
-    ///
-    /// GRDB's `write` and `inTransaction` compile both statements afresh for every transaction; on the
-    /// hot paths (an intake per request, a group transaction per batch) that cost about as much as the
-    /// INSERT itself (perf).
-    func immediateTransaction<T>(_ body: () throws -> T) throws -> T {
-        try cachedStatement(sql: "BEGIN IMMEDIATE TRANSACTION").execute()
-        do {
-            let result = try body()
-            try cachedStatement(sql: "COMMIT TRANSACTION").execute()
-            return result
-        } catch {
-            if isInsideTransaction { try? rollback() }
-            throw error
-        }
-    }
 }

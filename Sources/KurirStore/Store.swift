@@ -134,15 +134,7 @@ public final class Store: Sendable {
     /// must call before it acknowledges the request (kurir's network thread does, once for every request
     /// it read in one go). Without it, in FULL, the commit is on disk when this returns.
     public func accept(_ deliveries: [NewDelivery], deferringSync: Bool = false) throws(StoreError) -> [Bool] {
-        guard deferringSync, let deferredSync else {
-            do {
-                return try queue.unsafeReentrantWrite { db in
-                    try db.immediateTransaction { try Self.accept(deliveries, db) }
-                }
-            } catch {
-                throw Self.map(error, "accept")
-            }
-        }
+        guard deferringSync, let deferredSync else { return try write("accept") { db in try Self.accept(deliveries, db) } }
         do {
             return try deferredSync.transaction(on: queue) { db in try Self.accept(deliveries, db) }
         } catch {
@@ -243,7 +235,7 @@ public final class Store: Sendable {
     ///
     /// `firstAttempt`: for each claimed row on its first round (no attempts yet), also insert an attempt
     /// of this provider with NULL outcome, in the same transaction, and return its id in
-    /// `DeliveryRecord.pendingAttemptID`; the round uses it for its first attempt instead of a commit of its own.
+    /// `DeliveryRecord.pendingAttempt`; the round uses it for its first attempt instead of a commit of its own.
     public func claimDueGrouped(
         now: Timestamp, limit: Int, busyTargets: Set<String>, firstAttempt: Provider?, scanLimit: Int = 20_000
     ) async throws(StoreError) -> [DeliveryRecord] {
@@ -289,8 +281,8 @@ public final class Store: Sendable {
                 var record = try Self.record(row)
                 try mark.execute(arguments: [nowText, record.id])
                 if let firstAttempt, record.attempts == 0 {
-                    record.pendingAttemptID = try Self.beginAttempt(record.id, firstAttempt, now, db)
-                    record.pendingAttemptAt = now
+                    record.pendingAttempt = PendingAttempt(
+                        id: try Self.beginAttempt(record.id, firstAttempt, now, db), attemptedAt: now)
                 }
                 records.append(record)
                 if records.count == limit { break scan }
@@ -359,23 +351,17 @@ public final class Store: Sendable {
     public func completeAttempt(
         attemptID: Int64, notificationID: Int64, result: AttemptResult, events: [OutboxEvent]
     ) throws(StoreError) {
-        try write("complete attempt") { db in try Self.completeAttempt(attemptID, notificationID, result, events, db) }
+        let attempt = CompletedAttempt(attemptID: attemptID, result: result, events: events)
+        try write("complete attempt") { db in try Self.completeAttempt(attempt, of: notificationID, db) }
     }
 
     /// `completeAttempt`, group-committed with the other rounds' writes; returns once committed.
-    public func completeAttemptGrouped(
-        attemptID: Int64, notificationID: Int64, result: AttemptResult, events: [OutboxEvent]
-    ) async throws(StoreError) {
-        try await committer.run("complete attempt") { db in
-            try Self.completeAttempt(attemptID, notificationID, result, events, db)
-        }
+    public func completeAttemptGrouped(_ attempt: CompletedAttempt, of notificationID: Int64) async throws(StoreError) {
+        try await committer.run("complete attempt") { db in try Self.completeAttempt(attempt, of: notificationID, db) }
     }
 
-    private static func completeAttempt(
-        _ attemptID: Int64, _ notificationID: Int64, _ result: AttemptResult, _ events: [OutboxEvent], _ db: Database
-    ) throws {
-        let ended = try recordOutcome(
-            CompletedAttempt(attemptID: attemptID, result: result, events: events), of: notificationID, db)
+    private static func completeAttempt(_ attempt: CompletedAttempt, of notificationID: Int64, _ db: Database) throws {
+        let ended = try recordOutcome(attempt, of: notificationID, db)
         try db.cachedStatement(
             sql: "UPDATE whatsapp_notifications SET attempts = attempts + 1, updated_at = ? WHERE id = ?"
         ).execute(arguments: [ended, notificationID])
@@ -685,7 +671,7 @@ public final class Store: Sendable {
 
     private func write<T>(_ operation: String, _ body: (Database) throws -> T) throws(StoreError) -> T {
         do {
-            return try queue.write(body)
+            return try queue.immediateWrite(body)
         } catch {
             throw Self.map(error, operation)
         }

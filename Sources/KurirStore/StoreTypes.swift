@@ -128,6 +128,20 @@ public struct NewDelivery: Sendable {
     }
 }
 
+/// An attempt row with NULL outcome that the claim inserted for a round's first attempt.
+public struct PendingAttempt: Sendable, Equatable {
+    /// Its row id.
+    public var id: Int64
+    /// Its `attempted_at` (the claim's time).
+    public var attemptedAt: Timestamp
+
+    /// Creates a pending attempt.
+    public init(id: Int64, attemptedAt: Timestamp) {
+        self.id = id
+        self.attemptedAt = attemptedAt
+    }
+}
+
 /// A claimed delivery: what the delivery loop needs to run a round.
 public struct DeliveryRecord: Sendable, Equatable {
     /// Row id.
@@ -153,9 +167,7 @@ public struct DeliveryRecord: Sendable, Equatable {
     /// When the request was received.
     public var createdAt: Timestamp
     /// The first attempt's row, inserted by the claim (`claimDueGrouped(firstAttempt:)`), NULL outcome.
-    public var pendingAttemptID: Int64? = nil
-    /// That attempt's `attempted_at` (the claim's time).
-    public var pendingAttemptAt: Timestamp? = nil
+    public var pendingAttempt: PendingAttempt? = nil
 
     /// Creates a record.
     public init(

@@ -103,31 +103,25 @@ enum FakeFields {
     /// its CPU under `make bench`). Like `removingPercentEncoding`: a malformed escape or bytes that are
     /// not UTF-8 leave the component as it came, `+` still turned into a space.
     static func decodeComponent(_ component: Substring.UTF8View) -> String {
-        var spaced: [UInt8] = []
+        func spaced(_ byte: UInt8) -> UInt8 { byte == UInt8(ascii: "+") ? UInt8(ascii: " ") : byte }
         var decoded: [UInt8] = []
-        spaced.reserveCapacity(component.count)
         decoded.reserveCapacity(component.count)
-        var wellFormed = true
         var index = component.startIndex
         while index < component.endIndex {
             let byte = component[index]
-            let plain = byte == UInt8(ascii: "+") ? UInt8(ascii: " ") : byte
-            spaced.append(plain)
-            if byte == UInt8(ascii: "%") {
-                let rest = component[component.index(after: index)...]
-                if let high = rest.first.flatMap(hexValue), let low = rest.dropFirst().first.flatMap(hexValue) {
-                    decoded.append(high << 4 | low)
-                    spaced.append(contentsOf: rest.prefix(2))
-                    index = component.index(index, offsetBy: 3)
-                    continue
-                }
-                wellFormed = false
-            }
-            decoded.append(plain)
             index = component.index(after: index)
+            guard byte == UInt8(ascii: "%") else {
+                decoded.append(spaced(byte))
+                continue
+            }
+            let rest = component[index...]
+            guard let high = rest.first.flatMap(hexValue), let low = rest.dropFirst().first.flatMap(hexValue) else {
+                return String(decoding: component.map(spaced), as: UTF8.self)
+            }
+            decoded.append(high << 4 | low)
+            index = component.index(index, offsetBy: 2)
         }
-        if wellFormed, let text = String(validating: decoded, as: UTF8.self) { return text }
-        return String(decoding: spaced, as: UTF8.self)
+        return String(validating: decoded, as: UTF8.self) ?? String(decoding: component.map(spaced), as: UTF8.self)
     }
 
     private static func hexValue(_ byte: UInt8) -> UInt8? {

@@ -166,8 +166,9 @@ struct StoreGroupCommitTests {
             sentAt: nil, nextAttemptAt: at(2), retries: 1, at: at(1), events: [])
         let claimed = try await store.claimDueGrouped(now: at(3), limit: 10, busyTargets: [], firstAttempt: .wablas)
         #expect(claimed.map(\.requestID) == ["r1", "r2"])
-        let premade = try #require(claimed[0].pendingAttemptID)
-        #expect(claimed[1].pendingAttemptID == nil)
+        let premade = try #require(claimed[0].pendingAttempt?.id)
+        #expect(claimed[1].pendingAttempt == nil)
+        #expect(claimed[0].pendingAttempt?.attemptedAt == at(3))
         let attempts = try store.attempts(notificationID: claimed[0].id)
         #expect(attempts.map(\.id) == [premade])
         #expect(attempts.first?.provider == "wablas")
@@ -197,7 +198,7 @@ struct StoreGroupCommitTests {
                 try await store.finishRoundGrouped(
                     sent(record.id),
                     completing: CompletedAttempt(
-                        attemptID: try #require(record.pendingAttemptID), result: accepted, events: []))
+                        attemptID: try #require(record.pendingAttempt?.id), result: accepted, events: []))
                 finished += 1
             }
             if batch.isEmpty { try await Task.sleep(for: .milliseconds(5)) }
