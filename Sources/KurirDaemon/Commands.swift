@@ -38,8 +38,11 @@ public enum DaemonCommand {
         let eventsMQTT: MQTTClient
         do {
             http = try HTTPClient(maxConcurrent: configuration.maxInFlight)
-            mqtt = try MQTTClient(options: MQTTOptionsBuilder.options(configuration.mqtt))
+            var requestOptions = MQTTOptionsBuilder.options(configuration.mqtt)
+            requestOptions.threadName = "kurir-requests"
+            mqtt = try MQTTClient(options: requestOptions)
             var eventOptions = MQTTOptionsBuilder.options(configuration.mqtt)
+            eventOptions.threadName = "kurir-events"
             eventOptions.clientID = EventConnectionService.clientID(configuration.mqtt)
             eventOptions.cleanSession = true
             eventsMQTT = try MQTTClient(options: eventOptions)

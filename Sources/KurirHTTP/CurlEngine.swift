@@ -1,4 +1,5 @@
 import CCurl
+import Foundation
 import Glibc
 import Synchronization
 
@@ -170,6 +171,7 @@ final class CurlEngine: @unchecked Sendable {
     }
 
     private func threadMain() {
+        Thread.current.name = "kurir-curl"  // for `top -H`
         CurlWorker(engine: self).run()
     }
 }

@@ -156,7 +156,9 @@ public final class MQTTClient: @unchecked Sendable {
         let box = self.box
         let initial: Int32? = rc == MOSQ_ERR_SUCCESS.rawValue ? nil : rc
         box.loopState.store(NetworkLoop.running, ordering: .releasing)
+        let threadName = String(decoding: options.threadName.utf8.prefix(15), as: UTF8.self)
         Thread.detachNewThread {
+            Thread.current.name = threadName
             NetworkLoop.run(handle: handle.pointer, box: box, initialFailure: initial)
         }
     }

@@ -34,6 +34,9 @@ public struct MQTTConnectOptions: Sendable {
     /// libmosquitto walks its list of outgoing messages from the head on every PUBACK, up to the first
     /// one still waiting for a slot, so each PUBACK costs time in proportion to this window once it is full.
     public var maxInflightMessages: Int = 4096
+    /// Name of the network thread as `top -H` and `/proc/<pid>/task/*/comm` show it (at most 15 bytes
+    /// are kept).
+    public var threadName: String = "mqtt"
 
     /// Creates options with a persistent session and a 30 s keep-alive.
     public init(

@@ -51,7 +51,8 @@ final class Checkpointer: Sendable {
             }
             stopped.signal()
         }
-        thread.name = "kurir-checkpoint"
+        // Linux refuses thread names longer than 15 bytes.
+        thread.name = "kurir-ckpt"
         thread.start()
     }
 
