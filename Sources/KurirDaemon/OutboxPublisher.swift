@@ -10,22 +10,12 @@ import Synchronization
 /// libmosquitto keeps outgoing QoS 1 messages only in memory, so the outbox row is the durable copy:
 /// after a crash or a reconnect every remaining row is published again with its same `event_id`.
 final class OutboxPublisher: Service {
-    private struct State {
-        var connected = false
-        /// Highest outbox id handed to libmosquitto on this connection.
-        var cursor: Int64 = 0
-        /// Message id → outbox row, for publishes not yet acknowledged.
-        var inFlight: [Int32: Int64] = [:]
-        /// Acknowledgements that arrived before `publish` returned their message id.
-        var ackedEarly: Set<Int32> = []
-    }
-
     private let store: Store
     private let mqtt: MQTTClient
     private let qos: Int
     private let logger: Logger
     private let wakeup: Wakeup
-    private let state = Mutex(State())
+    private let state = Mutex(OutboxFlight())
     private let batchSize = 256
     /// Matches libmosquitto's in-flight window (MQTTClient): acknowledgements can lag a second behind
     /// a burst of incoming requests on the same connection, and the window must cover that second.
@@ -42,26 +32,18 @@ final class OutboxPublisher: Service {
 
     /// The connection is up: start again from the oldest row (duplicates carry the same event_id).
     func connected() {
-        state.withLock { state in
-            state = State()
-            state.connected = true
-        }
+        state.withLock { $0.connectionUp() }
         wakeup.signal()
     }
 
     /// The connection is down: stop publishing until it is back.
     func disconnected() {
-        state.withLock { $0.connected = false }
+        state.withLock { $0.connectionDown() }
     }
 
     /// The broker acknowledged message `mid`.
     func acknowledged(_ mid: Int32) {
-        let row = state.withLock { state -> Int64? in
-            if let row = state.inFlight.removeValue(forKey: mid) { return row }
-            state.ackedEarly.insert(mid)
-            return nil
-        }
-        guard let row else { return }
+        guard let row = state.withLock({ $0.acknowledged(mid) }) else { return }
         CrashPoints.reach(.afterPublish)
         delete(row)
         wakeup.signal()
@@ -94,8 +76,10 @@ final class OutboxPublisher: Service {
 
     private func publishBatch() async {
         while true {
-            let (connected, cursor, room) = state.withLock { ($0.connected, $0.cursor, maxInFlight - $0.inFlight.count) }
-            guard connected, room > 0 else { return }
+            let (connection, cursor, room) = state.withLock {
+                ($0.connection, $0.cursor, maxInFlight - $0.inFlightCount)
+            }
+            guard let connection, room > 0 else { return }
             let rows: [(id: Int64, event: OutboxEvent)]
             do {
                 rows = try await store.outboxGrouped(after: cursor, limit: min(batchSize, room))
@@ -105,24 +89,32 @@ final class OutboxPublisher: Service {
             }
             if rows.isEmpty { return }
             for row in rows {
-                guard publish(row) else { return }
+                guard publish(row, on: connection) else { return }
             }
         }
     }
 
-    private func publish(_ row: (id: Int64, event: OutboxEvent)) -> Bool {
-        do {
-            let mid = try mqtt.publish(topic: row.event.topic, payload: row.event.payload, qos: qos)
-            let ackedAlready = state.withLock { state -> Bool in
-                state.cursor = max(state.cursor, row.id)
-                if state.ackedEarly.remove(mid) != nil { return true }
-                state.inFlight[mid] = row.id
-                return false
+    /// Publishes one row on `connection`; false when the batch should stop (not connected, or a reconnect
+    /// since the batch was read, which starts again from the oldest row).
+    ///
+    /// The lock is held across `mqtt.publish`, so the message id is registered before its PUBACK can be
+    /// handled (`acknowledged` waits for the lock). No deadlock: libmosquitto's network thread holds only
+    /// its callback mutex when it calls `acknowledged`, and `mosquitto_publish` does not take that mutex.
+    private func publish(_ row: (id: Int64, event: OutboxEvent), on connection: Int) -> Bool {
+        let outcome = state.withLock { flight -> Result<Bool, MQTTError> in
+            guard flight.connection == connection else { return .success(false) }
+            do throws(MQTTError) {
+                let mid = try mqtt.publish(topic: row.event.topic, payload: row.event.payload, qos: qos)
+                flight.published(mid, row: row.id)
+                return .success(true)
+            } catch {
+                return .failure(error)
             }
-            // QoS 0 too: libmosquitto reports a QoS 0 publish through the same callback once written.
-            if ackedAlready { delete(row.id) }
-            return true
-        } catch {
+        }
+        switch outcome {
+        case .success(let goOn):
+            return goOn
+        case .failure(let error):
             logger.debug("event publish deferred: \(error)")
             return false
         }
@@ -131,5 +123,47 @@ final class OutboxPublisher: Service {
     private func delete(_ row: Int64) {
         // Group-committed: a commit per PUBACK was one of the five transactions of every delivery.
         store.deleteOutboxLater(id: row)
+    }
+}
+
+/// Which outbox rows are on the wire, by libmosquitto message id, for one broker connection at a time.
+///
+/// After a reconnect libmosquitto sends its unacknowledged publishes again under their old message ids,
+/// while the publisher publishes every remaining row again under new ones. Acknowledgements for ids this
+/// connection did not hand out are ignored: remembering them (as an earlier version did, for PUBACKs that
+/// beat `publish`'s return) let a later publish that drew the same id, once libmosquitto's 16-bit
+/// counter wrapped, count as acknowledged before the broker had it.
+struct OutboxFlight {
+    /// Increases with every connection; nil while disconnected.
+    private(set) var connection: Int?
+    private var connections = 0
+    /// Highest outbox id handed to libmosquitto on this connection.
+    private(set) var cursor: Int64 = 0
+    /// Message id → outbox row, for publishes not yet acknowledged.
+    private var inFlight: [Int32: Int64] = [:]
+
+    var inFlightCount: Int { inFlight.count }
+
+    /// A new connection: everything in flight is forgotten and the outbox is published from its start.
+    mutating func connectionUp() {
+        connections += 1
+        connection = connections
+        cursor = 0
+        inFlight = [:]
+    }
+
+    mutating func connectionDown() {
+        connection = nil
+    }
+
+    /// `row` went to libmosquitto as message `mid`.
+    mutating func published(_ mid: Int32, row: Int64) {
+        cursor = max(cursor, row)
+        inFlight[mid] = row
+    }
+
+    /// The outbox row message `mid` carried, if it was handed out on this connection and not yet acknowledged.
+    mutating func acknowledged(_ mid: Int32) -> Int64? {
+        inFlight.removeValue(forKey: mid)
     }
 }
