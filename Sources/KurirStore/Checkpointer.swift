@@ -44,6 +44,9 @@ final class Checkpointer: Sendable {
         connection = try DatabaseQueue(path: path, configuration: configuration)
         self.deferredSync = deferredSync
         let thread = Thread { [self] in
+            // Named from inside: a name given before `start()` does not reach the thread on Linux, and
+            // Linux refuses names longer than 15 bytes.
+            Thread.current.name = "kurir-ckpt"
             while true {
                 wake.wait()
                 if stopping.load(ordering: .acquiring) { break }
@@ -51,8 +54,6 @@ final class Checkpointer: Sendable {
             }
             stopped.signal()
         }
-        // Linux refuses thread names longer than 15 bytes.
-        thread.name = "kurir-ckpt"
         thread.start()
     }
 
