@@ -97,9 +97,11 @@ final class OutboxPublisher: Service {
     /// Publishes one row on `connection`; false when the batch should stop (not connected, or a reconnect
     /// since the batch was read, which starts again from the oldest row).
     ///
-    /// The lock is held across `mqtt.publish`, so the message id is registered before its PUBACK can be
-    /// handled (`acknowledged` waits for the lock). No deadlock: libmosquitto's network thread holds only
-    /// its callback mutex when it calls `acknowledged`, and `mosquitto_publish` does not take that mutex.
+    /// The lock is held across `mqtt.publish`, so the message id is registered before its PUBACK (or, at
+    /// QoS 0, its written-out callback) can be handled: `acknowledged` waits for the lock. No deadlock:
+    /// libmosquitto's network thread calls `acknowledged` and `disconnected` holding its callback mutex
+    /// (and, for QoS 0 and disconnects, its current-packet mutex), and `mosquitto_publish` on a threaded
+    /// client takes neither: it only queues the packet under the message and packet-queue mutexes.
     private func publish(_ row: (id: Int64, event: OutboxEvent), on connection: Int) -> Bool {
         let outcome = state.withLock { flight -> Result<Bool, MQTTError> in
             guard flight.connection == connection else { return .success(false) }
