@@ -114,12 +114,15 @@ final class Checkpointer: Sendable {
         var now = DispatchTime.now().uptimeNanoseconds
         var nextPass: UInt64?
         if let deferredSync, let due = deferredSync.syncDue {
+            var failed = false
             if now >= due {
-                deferredSync.sync(at: now)
+                // A failure is final (`DeferredSync`): the next intake's sync reports it and kurir stops.
+                failed = deferredSync.sync(at: now) != nil
                 now = DispatchTime.now().uptimeNanoseconds
-            } else {
-                nextPass = due
             }
+            // Commits that landed while the sync ran are still owed, and did not signal (only the first
+            // unsynced commit does): without another pass they waited for the next intake.
+            if !failed, let stillDue = deferredSync.syncDue { nextPass = stillDue }
         }
         if walFrames.load(ordering: .sequentiallyConsistent) >= Self.softFrames {
             let quietAt = lastCommit.load(ordering: .sequentiallyConsistent) &+ Self.quietPeriod

@@ -31,6 +31,10 @@ final class DeferredSync: Sendable {
 
     let deferring = Atomic(false)
     private let state = Mutex(State())
+    /// Held across each fsync, so syncs run one at a time; holds the first failure, which is final.
+    private let syncing = Mutex<String?>(nil)
+    /// Tests: runs inside each sync of the WAL, as a commit landing while the fsync runs would.
+    let whileSyncing = Mutex<(@Sendable () -> Void)?>(nil)
     private let wal: WALFile
 
     init(walPath: String) { wal = WALFile(path: walPath) }
@@ -82,20 +86,37 @@ final class DeferredSync: Sendable {
     /// `fdatasync`s the WAL, outside any SQLite lock, and records what that covered: every commit that
     /// had landed before it began. Commits landing meanwhile stay owed, from the sync's start. Returns nil,
     /// or the `errno` text of a failed sync (nothing is known to be on disk then).
+    ///
+    /// A failure is final: every later sync returns it without syncing. Linux reports a failed writeback
+    /// to one fsync of the file only and may drop the pages it could not write, so a later fsync that
+    /// succeeds says nothing about them (PostgreSQL's "fsyncgate"); the intake must stop acknowledging.
+    /// Syncs run one at a time for the same reason: the intake's must not succeed on the back of the
+    /// checkpointer's failure that it did not see.
     @discardableResult
-    func sync(at now: UInt64) -> String? { sync(at: now, using: wal.sync) }
+    func sync(at now: UInt64) -> String? {
+        sync(at: now) {
+            whileSyncing.withLock { $0 }?()
+            return wal.sync()
+        }
+    }
 
     /// `sync(at:)` with the fsync given (tests).
     func sync(at now: UInt64, using fsync: () -> String?) -> String? {
-        let covered = state.withLock { $0.deferred }
-        let failure = fsync()
-        state.withLock { state in
-            // Nil: another sync paid everything meanwhile.
-            guard state.owedSince != nil else { return }
-            // Commits that landed while it ran, or a failed sync, stay owed from the sync's start.
-            state.owedSince = failure == nil && state.deferred == covered ? nil : now
+        syncing.withLock { failed -> String? in
+            if let failed { return failed }
+            let covered = state.withLock { $0.deferred }
+            if let failure = fsync() {
+                failed = failure
+                return failure
+            }
+            state.withLock { state in
+                // Nil: another sync paid everything meanwhile.
+                guard state.owedSince != nil else { return }
+                // Commits that landed while it ran stay owed from the sync's start.
+                state.owedSince = state.deferred == covered ? nil : now
+            }
+            return nil
         }
-        return failure
     }
 
     /// Closes the WAL file (when the store closes).
@@ -116,7 +137,6 @@ private final class WALFile: Sendable {
             if fd < 0 { fd = open(path, O_RDWR | O_CLOEXEC) }
             return fd
         }
-        // Outside the lock: two syncs may run at once (the intake's and the checkpointer's).
         guard fd >= 0, fdatasync(fd) == 0 else { return String(cString: strerror(errno)) }
         return nil
     }

@@ -1,5 +1,6 @@
 import Foundation
 import KurirCore
+import Synchronization
 import Testing
 
 @testable import KurirStore
@@ -46,11 +47,21 @@ struct StoreDeferredSyncTests {
         #expect(!sync.owesSync)
     }
 
-    @Test func aFailedSyncIsTriedAgainLater() {
+    /// Linux reports a failed writeback to one fsync of the file only, and may drop the pages it could not
+    /// write: a later fsync that succeeds says nothing about them. So a failure is final, and every later
+    /// sync reports it without syncing (the intake then stops acknowledging).
+    @Test func aFailedSyncIsFinal() {
         let sync = DeferredSync(walPath: "/nonexistent/db-wal")
         _ = deferredCommit(sync, at: 1_000)
-        #expect(sync.sync(at: 5_000) { "Input/output error" } != nil)
-        #expect(sync.syncDue == 5_000 + DeferredSync.delay)
+        #expect(sync.sync(at: 5_000) { "Input/output error" } == "Input/output error")
+        let fsyncs = Mutex(0)
+        let later = sync.sync(at: 20_000) {
+            fsyncs.withLock { $0 += 1 }
+            return nil
+        }
+        #expect(later == "Input/output error")
+        #expect(fsyncs.withLock { $0 } == 0)
+        #expect(sync.owesSync)
     }
 
     /// A WAL that cannot be opened is a failed sync, with its reason, never a silent success.
@@ -108,6 +119,34 @@ struct StoreDeferredSyncTests {
         while deferredSync.owesSync && ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(2))
         }
+        #expect(!deferredSync.owesSync)
+    }
+
+    /// A group commit that lands while the checkpointer's own fsync runs stays owed, and does not signal
+    /// the checkpointer (only the first unsynced commit does): the checkpointer must look again after its
+    /// sync, or that commit waits for the next intake, however long that is.
+    @Test func aCommitDuringTheCheckpointersSyncIsSyncedToo() async throws {
+        let dir = try Scratch()
+        let store = try Store(path: dir.database, sync: .full)
+        let deferredSync = try #require(store.deferredSync)
+        let landed = Mutex(false)
+        deferredSync.whileSyncing.withLock { hook in
+            hook = {
+                let first = landed.withLock { landed in
+                    defer { landed = true }
+                    return !landed
+                }
+                // What the WAL hook reports for a group commit landing now.
+                if first { _ = deferredCommit(deferredSync, at: DispatchTime.now().uptimeNanoseconds) }
+            }
+        }
+        _ = try store.accept([row("a")])
+        _ = try await store.claimDueGrouped(now: base, limit: 1, busyTargets: [], firstAttempt: .fonnte)
+        let deadline = ContinuousClock.now.advanced(by: .seconds(10))
+        while !(landed.withLock { $0 } && !deferredSync.owesSync) && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(2))
+        }
+        #expect(landed.withLock { $0 })
         #expect(!deferredSync.owesSync)
     }
 
