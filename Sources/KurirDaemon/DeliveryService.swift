@@ -73,7 +73,7 @@ final class DeliveryService: Service {
                         }
                     }
                     if claimed.count == free && free > 0 { continue }
-                    await wakeup.wait(upTo: drained ? await sleepDuration() : .milliseconds(100))
+                    await wakeup.wait(upTo: drained ? await sleepDuration(claimedNothing: claimed.isEmpty) : .milliseconds(100))
                 }
             }
         } onGracefulShutdown: {
@@ -85,10 +85,22 @@ final class DeliveryService: Service {
     ///
     /// Rows due at once need no timer: intake and finishing rounds signal `wakeup`. (Asking for the
     /// earliest due time of every waiting row scanned the whole backlog on each pass.)
-    private func sleepDuration() async -> Duration {
-        guard let next = try? await store.nextRetryTimeGrouped() else { return idlePoll }
-        let wait = next.milliseconds(since: clock.now())
-        return wait <= 0 ? .milliseconds(1) : min(.milliseconds(wait), idlePoll)
+    private func sleepDuration(claimedNothing: Bool) async -> Duration {
+        let next = try? await store.nextRetryTimeGrouped()
+        return Self.idleWait(nextRetry: next, now: clock.now(), claimedNothing: claimedNothing, idlePoll: idlePoll)
+    }
+
+    /// How long the loop waits for a signal when it claimed all it could.
+    ///
+    /// A retry that is already due but was not claimed belongs to a target with a round in flight (or
+    /// every slot is busy): the end of that round signals `wakeup`. Found in review: the loop used to look
+    /// again after 1 ms, a claim transaction every millisecond for as long as that round ran (a whole
+    /// gateway timeout or more during an outage).
+    static func idleWait(nextRetry: Timestamp?, now: Timestamp, claimedNothing: Bool, idlePoll: Duration) -> Duration {
+        guard let nextRetry else { return idlePoll }
+        let wait = nextRetry.milliseconds(since: now)
+        guard wait > 0 else { return claimedNothing ? min(.milliseconds(100), idlePoll) : .milliseconds(1) }
+        return min(.milliseconds(wait), idlePoll)
     }
 
     /// One round through the chain for one delivery, recorded attempt by attempt.
