@@ -49,6 +49,7 @@ final class Intake: Sendable {
     func handle(_ message: MQTTMessage) {
         let now = clock.now()
         let rows = deliveries(for: message, at: now)
+        guard !rows.isEmpty else { return }
         do {
             CrashPoints.reach(.intakeBeforeCommit)
             let inserted = try store.accept(rows, deferringSync: true)
@@ -105,8 +106,10 @@ final class Intake: Sendable {
         }
         switch validator.validate(topic: message.topic, payloadSize: message.payload.count, decoded: decoded) {
         case .accepted(let request):
+            if message.retain && request.id == nil { return ignoringRetainedReplay(message) }
             return accepted(request, at: now)
         case .rejected(let reason, let id):
+            if message.retain && id == nil { return ignoringRetainedReplay(message) }
             let route = validator.route(forTopic: message.topic)
             let requestID = id ?? Identifiers.make()
             let replyTo = try? decoded.get()["reply_to"].flatMap(replyTopic)
@@ -121,6 +124,17 @@ final class Intake: Sendable {
                     events: OutboxEvents.make(event, prefix: configuration.mqtt.resultPrefix, replyTo: replyTo))
             ]
         }
+    }
+
+    /// A message the broker marks retained is the copy it stored, sent again because kurir subscribed, which
+    /// it does on every (re)connect. With an `id` the repeat is dropped as a duplicate; without one it would
+    /// be a new request every time, sent again after each reconnect (found in review). A live publish with
+    /// the retain flag reaches a subscribed kurir unmarked and is handled as usual.
+    private func ignoringRetainedReplay(_ message: MQTTMessage) -> [NewDelivery] {
+        logger.notice(
+            "retained request without an id ignored: the broker sends it again on every reconnect; publish requests without retain, or give them an id",
+            metadata: ["route": "\(validator.route(forTopic: message.topic))"])
+        return []
     }
 
     private func accepted(_ request: NotificationRequest, at now: Timestamp) -> [NewDelivery] {

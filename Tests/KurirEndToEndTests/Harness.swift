@@ -128,9 +128,9 @@ final class World: @unchecked Sendable {
         try await publish(route, Array(payload.utf8))
     }
 
-    func publish(_ route: String, _ payload: [UInt8]) async throws {
+    func publish(_ route: String, _ payload: [UInt8], retain: Bool = false) async throws {
         let publisher = try Publisher.shared(port: broker.port)
-        try await publisher.publish(topic: "notify/whatsapp/\(route)", payload: payload)
+        try await publisher.publish(topic: "notify/whatsapp/\(route)", payload: payload, retain: retain)
     }
 
     /// Rows of whatsapp_notifications; kurir must be stopped (the store takes an exclusive lock).
@@ -266,9 +266,9 @@ final class Publisher: Sendable {
     }
 
     /// Publishes with QoS 1 and returns once the broker acknowledged it.
-    func publish(topic: String, payload: [UInt8]) async throws {
+    func publish(topic: String, payload: [UInt8], retain: Bool = false) async throws {
         try await waitUntil("publisher connected") { self.connected.withLock { $0 } }
-        let mid = try client.publish(topic: topic, payload: payload, qos: 1)
+        let mid = try client.publish(topic: topic, payload: payload, qos: 1, retain: retain)
         try await waitUntil("PUBACK for \(topic)") { self.acked.withLock { $0.remove(mid) != nil } }
     }
 

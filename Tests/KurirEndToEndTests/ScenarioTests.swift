@@ -230,6 +230,26 @@ struct ScenarioTests {
         }
     }
 
+    /// The broker sends a retained request again each time kurir subscribes (on every reconnect). Without an
+    /// `id` every replay would be a new request, sent again.
+    @Test("a retained request without an id is sent once, not again after a reconnect")
+    func retainedReplay() async throws {
+        try await withWorld() { world in
+            try await world.events.waitUntilSubscribed()
+            try await world.startKurir()
+            try await world.publish("t", Array(#"{"target":"081277776666","message":"retained"}"#.utf8), retain: true)
+            try await world.events.wait(for: "delivered", count: 1)
+            #expect(await world.stopKurir() == 0)
+            try await world.startKurir()
+            try await waitUntil("the replay ignored") { world.log().contains("retained request without an id ignored") }
+            try await world.publish("t", #"{"id":"marker","target":"081299998888","message":"x"}"#)
+            try await world.events.wait(for: "delivered", count: 2)
+            #expect(world.gateways.requests(.fonnte).filter { $0.fields["target"] == "6281277776666" }.count == 1)
+            #expect(await world.stopKurir() == 0)
+            #expect(try world.rows().count == 2)
+        }
+    }
+
     @Test("a comma list and an array become one delivery per target, each sent alone")
     func multipleTargets() async throws {
         try await withWorld() { world in
