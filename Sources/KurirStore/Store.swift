@@ -219,8 +219,10 @@ public final class Store: Sendable {
     /// next row waits for the round before it to finish. Rows with status pending/retrying, not in flight,
     /// due by `now`, ordered by priority (critical, normal, bulk) then id, are marked in flight at `now`.
     ///
-    /// Walks the queue index in claim order, at most `scanLimit` rows per call, so a backlog of one
-    /// busy target costs a bounded scan rather than stalling the claim.
+    /// Walks the queue index in claim order. SQLite itself passes over the rows of busy targets and of
+    /// targets taken earlier in the call, so a backlog of one target (ten thousand alarms to one on-call
+    /// group) neither hides the other targets' rows behind it nor costs a decoded row each; `scanLimit`
+    /// bounds the rows decoded per call.
     public func claimDueInTargetOrder(
         now: Timestamp, limit: Int, busyTargets: Set<String>, scanLimit: Int = 20_000
     ) throws(StoreError) -> [DeliveryRecord] {
@@ -261,6 +263,7 @@ public final class Store: Sendable {
                        created_at, \(Self.queueRank) AS rank
                 FROM whatsapp_notifications INDEXED BY whatsapp_notifications_queue
                 WHERE status IN ('pending', 'retrying') AND in_flight_since IS NULL
+                  AND target NOT IN (SELECT value FROM json_each(?))
                   AND (\(Self.queueRank), id) > (?, ?)
                   AND (next_attempt_at IS NULL OR next_attempt_at <= ?)
                 ORDER BY \(Self.queueRank), id
@@ -269,7 +272,8 @@ public final class Store: Sendable {
         let mark = try db.cachedStatement(sql: "UPDATE whatsapp_notifications SET in_flight_since = ? WHERE id = ?")
         let nowText = now.rfc3339
         scan: while records.count < limit && scanned < scanLimit {
-            let rows = try Row.fetchAll(select, arguments: [afterRank, afterID, nowText, page])
+            let excluded = Self.jsonArray(of: taken)
+            let rows = try Row.fetchAll(select, arguments: [excluded, afterRank, afterID, nowText, page])
             if rows.isEmpty { break }
             for row in rows {
                 scanned += 1
@@ -290,6 +294,25 @@ public final class Store: Sendable {
             if rows.count < page { break }
         }
         return records
+    }
+
+    /// `strings` as a JSON array, for `json_each`.
+    static func jsonArray(of strings: Set<String>) -> String {
+        var json = "["
+        for (index, string) in strings.enumerated() {
+            if index > 0 { json += "," }
+            json += "\""
+            for scalar in string.unicodeScalars {
+                switch scalar {
+                case "\"": json += "\\\""
+                case "\\": json += "\\\\"
+                case _ where scalar.value < 0x20: json += String(format: "\\u%04x", scalar.value)
+                default: json.unicodeScalars.append(scalar)
+                }
+            }
+            json += "\""
+        }
+        return json + "]"
     }
 
     /// Earliest `next_attempt_at` of a retry waiting for its time (nil when none); rows without one are

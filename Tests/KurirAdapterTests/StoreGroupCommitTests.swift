@@ -47,6 +47,35 @@ struct StoreGroupCommitTests {
         #expect(try store.claimDueInTargetOrder(now: at(3), limit: 10, busyTargets: ["B", "C"]).map(\.requestID) == ["a2"])
     }
 
+    /// Ten thousand alarms to one on-call group must not hide other targets' rows behind them: before,
+    /// the claim decoded the busy target's rows one by one and gave up at the scan limit.
+    @Test func aBusyTargetsBacklogDoesNotHideOtherTargets() throws {
+        let dir = try Scratch()
+        let store = try Store(path: dir.database, sync: .normal)
+        _ = try store.accept((0..<150).map { row("g\($0)", target: "GROUP") } + [row("solo", target: "SOLO")])
+        // GROUP has a round in flight: its 150 rows wait, SOLO's row goes out.
+        let busy = try store.claimDueInTargetOrder(now: at(1), limit: 5, busyTargets: ["GROUP"], scanLimit: 100)
+        #expect(busy.map(\.requestID) == ["solo"])
+    }
+
+    /// The same when the backlog's target is taken by the claim itself: its head goes out with the others.
+    @Test func aTargetTakenInTheSameClaimDoesNotHideOtherTargets() throws {
+        let dir = try Scratch()
+        let store = try Store(path: dir.database, sync: .normal)
+        _ = try store.accept((0..<300).map { row("g\($0)", target: "GROUP") } + [row("solo", target: "SOLO")])
+        let claimed = try store.claimDueInTargetOrder(now: at(1), limit: 5, busyTargets: [], scanLimit: 100)
+        #expect(claimed.map(\.requestID) == ["g0", "solo"])
+    }
+
+    /// Targets reach SQLite's json_each as a JSON array; quotes, backslashes and control characters escaped.
+    @Test func busyTargetsBecomeAJSONArray() throws {
+        let dir = try Scratch()
+        let store = try Store(path: dir.database, sync: .normal)
+        let odd: Set<String> = ["a\"b", "c\\d", "e\u{1}f", "120363000000000001@g.us"]
+        _ = try store.accept(odd.sorted().map { row("r-\($0)", target: $0) } + [row("plain", target: "6281234567890")])
+        #expect(try store.claimDueInTargetOrder(now: at(1), limit: 10, busyTargets: odd).map(\.requestID) == ["plain"])
+    }
+
     @Test func claimOrdersByPriorityFirstAndRespectsTheLimit() throws {
         let dir = try Scratch()
         let store = try Store(path: dir.database, sync: .normal)
