@@ -39,6 +39,17 @@ final class DeferredSync: Sendable {
 
     init(walPath: String) { wal = WALFile(path: walPath) }
 
+    /// Thrown when `synchronous` could not be set back to FULL after a transaction: the connection is
+    /// left at NORMAL and the transaction may have committed, so its writes must not run again (the group
+    /// committer retries a failed batch job by job otherwise) and FULL's promise no longer holds.
+    struct ConnectionLeftAtNormal: Error, CustomStringConvertible {
+        let reason: String
+        var description: String { "synchronous=FULL could not be restored after a transaction (\(reason))" }
+    }
+
+    /// Tests: the next restore of synchronous=FULL fails.
+    let failNextRestore = Atomic(false)
+
     /// Runs `body` in a transaction at synchronous=NORMAL on `queue`, whose connection is at FULL
     /// otherwise, and puts FULL back before anything else runs on it. The commit is owed a `sync`.
     func transaction<T>(on queue: DatabaseQueue, _ body: (Database) throws -> T) throws -> T {
@@ -51,7 +62,16 @@ final class DeferredSync: Sendable {
                 result = try db.immediateTransaction { try body(db) }
             }
             deferring.store(false, ordering: .releasing)
-            try db.cachedStatement(sql: "PRAGMA synchronous = FULL").execute()
+            do {
+                if failNextRestore.exchange(false, ordering: .acquiringAndReleasing) {
+                    throw ConnectionLeftAtNormal(reason: "failure injected by a test")
+                }
+                try db.cachedStatement(sql: "PRAGMA synchronous = FULL").execute()
+            } catch let error as ConnectionLeftAtNormal {
+                throw error
+            } catch {
+                throw ConnectionLeftAtNormal(reason: "\(type(of: error))")
+            }
             try outcome.get()
             guard let result else { throw StoreError(code: .sqlite, message: "deferred transaction lost its result") }
             return result

@@ -102,6 +102,9 @@ final class GroupCommitter: Sendable {
         do {
             try commit(jobs)
             for job in jobs { job.complete(nil) }
+        } catch let error as DeferredSync.ConnectionLeftAtNormal {
+            // The batch may have committed: running its jobs again would claim rows twice.
+            for job in jobs { job.complete(Store.mapError(error, job.operation)) }
         } catch {
             // The batch rolled back as a whole: run each write alone so only the faulty one fails.
             for job in jobs {

@@ -714,6 +714,9 @@ public final class Store: Sendable {
     /// One line, no SQL and no argument values (they could hold message texts).
     private static func map(_ error: any Error, _ operation: String) -> StoreError {
         if let error = error as? StoreError { return error }
+        if let error = error as? DeferredSync.ConnectionLeftAtNormal {
+            return StoreError(code: .sqlite, message: "store \(operation) failed: \(error)")
+        }
         guard let error = error as? DatabaseError else {
             return StoreError(code: .sqlite, message: "store \(operation) failed: \(type(of: error))")
         }

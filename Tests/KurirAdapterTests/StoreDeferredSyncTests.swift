@@ -150,6 +150,22 @@ struct StoreDeferredSyncTests {
         #expect(!deferredSync.owesSync)
     }
 
+    /// If synchronous=FULL cannot be put back after a group transaction, that transaction may have
+    /// committed: its jobs fail rather than run again (a second run claimed the next row as well and left
+    /// the first in flight until a restart).
+    @Test func aBatchThatMayHaveCommittedIsNotRunAgain() async throws {
+        let dir = try Scratch()
+        let store = try Store(path: dir.database, sync: .full)
+        let deferredSync = try #require(store.deferredSync)
+        _ = try store.accept([row("a"), row("b")])
+        deferredSync.failNextRestore.store(true, ordering: .releasing)
+        await #expect(throws: StoreError.self) {
+            _ = try await store.claimDueGrouped(now: base, limit: 1, busyTargets: [], firstAttempt: .fonnte)
+        }
+        let attempts = try store.notifications().map { try store.attempts(notificationID: $0.id).count }
+        #expect(attempts.sorted() == [0, 1], "one claim, one attempt row: the job ran once")
+    }
+
     @Test func normalDatabasesDeferNothing() throws {
         let dir = try Scratch()
         let store = try Store(path: dir.database, sync: .normal)
