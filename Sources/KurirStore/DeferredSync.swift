@@ -130,7 +130,7 @@ final class DeferredSync: Sendable {
                 return failure
             }
             state.withLock { state in
-                // Nil: another sync paid everything meanwhile.
+                // Nil: a commit at FULL paid everything meanwhile.
                 guard state.owedSince != nil else { return }
                 // Commits that landed while it ran stay owed from the sync's start.
                 state.owedSince = state.deferred == covered ? nil : now
