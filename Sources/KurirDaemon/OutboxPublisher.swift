@@ -113,10 +113,9 @@ final class OutboxPublisher: Service {
                 return .failure(error)
             }
         }
-        switch outcome {
-        case .success(let goOn):
-            return goOn
-        case .failure(let error):
+        do {
+            return try outcome.get()
+        } catch {
             logger.debug("event publish deferred: \(error)")
             return false
         }

@@ -62,13 +62,11 @@ final class DeferredSync: Sendable {
                 result = try db.immediateTransaction { try body(db) }
             }
             deferring.store(false, ordering: .releasing)
+            if failNextRestore.exchange(false, ordering: .acquiringAndReleasing) {
+                throw ConnectionLeftAtNormal(reason: "failure injected by a test")
+            }
             do {
-                if failNextRestore.exchange(false, ordering: .acquiringAndReleasing) {
-                    throw ConnectionLeftAtNormal(reason: "failure injected by a test")
-                }
                 try db.cachedStatement(sql: "PRAGMA synchronous = FULL").execute()
-            } catch let error as ConnectionLeftAtNormal {
-                throw error
             } catch {
                 throw ConnectionLeftAtNormal(reason: "\(type(of: error))")
             }

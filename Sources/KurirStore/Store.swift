@@ -272,7 +272,7 @@ public final class Store: Sendable {
         let mark = try db.cachedStatement(sql: "UPDATE whatsapp_notifications SET in_flight_since = ? WHERE id = ?")
         let nowText = now.rfc3339
         scan: while records.count < limit && scanned < scanLimit {
-            let excluded = Self.jsonArray(of: taken)
+            let excluded = try Self.jsonArray(of: taken)
             let rows = try Row.fetchAll(select, arguments: [excluded, afterRank, afterID, nowText, page])
             if rows.isEmpty { break }
             for row in rows {
@@ -297,22 +297,8 @@ public final class Store: Sendable {
     }
 
     /// `strings` as a JSON array, for `json_each`.
-    static func jsonArray(of strings: Set<String>) -> String {
-        var json = "["
-        for (index, string) in strings.enumerated() {
-            if index > 0 { json += "," }
-            json += "\""
-            for scalar in string.unicodeScalars {
-                switch scalar {
-                case "\"": json += "\\\""
-                case "\\": json += "\\\\"
-                case _ where scalar.value < 0x20: json += String(format: "\\u%04x", scalar.value)
-                default: json.unicodeScalars.append(scalar)
-                }
-            }
-            json += "\""
-        }
-        return json + "]"
+    static func jsonArray(of strings: Set<String>) throws -> String {
+        String(decoding: try JSONEncoder().encode(strings), as: UTF8.self)
     }
 
     /// Earliest `next_attempt_at` of a retry waiting for its time (nil when none); rows without one are
