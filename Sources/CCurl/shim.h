@@ -37,6 +37,11 @@ static inline CURLcode CCurl_easy_setopt_write_callback(CURL *handle, CURLoption
     return curl_easy_setopt(handle, option, value);
 }
 
+/// curl_easy_setopt is variadic: typed wrapper for CURLOPT_PREREQFUNCTION's function pointer.
+static inline CURLcode CCurl_easy_setopt_prereq_callback(CURL *handle, curl_prereq_callback value) {
+    return curl_easy_setopt(handle, CURLOPT_PREREQFUNCTION, value);
+}
+
 /// curl_easy_getinfo is variadic: typed wrapper for CURLINFO_LONG items.
 static inline CURLcode CCurl_easy_getinfo_long(CURL *handle, CURLINFO info, long *value) {
     return curl_easy_getinfo(handle, info, value);

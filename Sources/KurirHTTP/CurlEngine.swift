@@ -209,8 +209,9 @@ private final class Transfer {
     let maxBodyBytes: Int
     var body: [UInt8] = []
     var truncated = false
-    /// Request body bytes already handed to curl.
-    private var sentBytes = 0
+    /// curl asked to send the request a second time (the reused connection it went out on died).
+    private(set) var resendRefused = false
+    private var requestStarted = false
     private var headerList: UnsafeMutablePointer<curl_slist>?
 
     init(post: PendingPost, easy: EasyHandle, maxBodyBytes: Int) {
@@ -257,12 +258,14 @@ private final class Transfer {
         set(CCurl_easy_setopt_slist(handle, CURLOPT_HTTPHEADER, headerList))
         set(CCurl_easy_setopt_long(handle, CURLOPT_POST, 1))
         set(CCurl_easy_setopt_off_t(handle, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(request.body.count)))
-        // The body comes from a read callback with no seek callback, so curl cannot rewind it: found by
-        // `make chaos`, curl otherwise re-sends a POST by itself when a reused connection dies after the
-        // request went out, and the gateway gets the message twice inside one "attempt". Without a
-        // rewind that ends as CURLE_SEND_FAIL_REWIND, which is classified as sent with no answer.
-        set(CCurl_easy_setopt_write_callback(handle, CURLOPT_READFUNCTION, sendCallback))
-        set(CCurl_easy_setopt_pointer(handle, CURLOPT_READDATA, Unmanaged.passUnretained(self).toOpaque()))
+        // Copied by curl and sent in the same segment as the head (a body from a read callback left in a
+        // segment of its own, a second wake-up of the gateway per request: docs/performance.md, change 20).
+        set(Transfer.copyPostFields(handle, request.body))
+        // Found by `make chaos`: curl re-sends a request by itself when a reused connection dies before
+        // any answer byte, and the gateway gets the message twice inside one attempt. curl calls this
+        // before each send of the request; the second call is that re-send, and is refused.
+        set(CCurl_easy_setopt_prereq_callback(handle, prereqCallback))
+        set(CCurl_easy_setopt_pointer(handle, CURLOPT_PREREQDATA, Unmanaged.passUnretained(self).toOpaque()))
         set(CCurl_easy_setopt_write_callback(handle, CURLOPT_WRITEFUNCTION, receiveCallback))
         // Unretained: the worker's table of active transfers keeps this object alive until curl is done with it.
         set(CCurl_easy_setopt_pointer(handle, CURLOPT_WRITEDATA, Unmanaged.passUnretained(self).toOpaque()))
@@ -272,16 +275,23 @@ private final class Transfer {
         return nil
     }
 
-    /// Copies the next part of the request body into curl's buffer; 0 at the end.
-    func send(_ buffer: UnsafeMutableRawBufferPointer) -> Int {
-        let body = post.request.body
-        let count = min(buffer.count, body.count - sentBytes)
-        guard count > 0 else { return 0 }
-        body.withUnsafeBytes { bytes in
-            buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[sentBytes..<(sentBytes + count)]))
+    /// Whether curl may send the request now: only the first time.
+    func mayStartRequest() -> Bool {
+        guard !requestStarted else {
+            resendRefused = true
+            return false
         }
-        sentBytes += count
-        return count
+        requestStarted = true
+        return true
+    }
+
+    private static func copyPostFields(_ handle: UnsafeMutableRawPointer, _ body: [UInt8]) -> CURLcode {
+        // An empty array may have no storage; curl copies POSTFIELDSIZE bytes, here none.
+        var empty: UInt8 = 0
+        return body.withUnsafeBytes { bytes in
+            let start = bytes.baseAddress.map { UnsafeMutableRawPointer(mutating: $0) } ?? UnsafeMutableRawPointer(&empty)
+            return CCurl_easy_setopt_pointer(handle, CURLOPT_COPYPOSTFIELDS, start)
+        }
     }
 
     /// Appends answer bytes up to the limit; past it, keeps what fits and aborts the transfer.
@@ -349,10 +359,11 @@ private let timerCallback: curl_multi_timer_callback = { _, milliseconds, userp 
     return 0
 }
 
-private let sendCallback: curl_write_callback = { data, size, count, userdata in
-    guard let userdata, let data else { return 0 }
-    let transfer = Unmanaged<Transfer>.fromOpaque(userdata).takeUnretainedValue()
-    return transfer.send(UnsafeMutableRawBufferPointer(start: data, count: size * count))
+/// CURLOPT_PREREQFUNCTION: captures nothing; the transfer arrives through `clientp`.
+private let prereqCallback: curl_prereq_callback = { clientp, _, _, _, _ in
+    guard let clientp else { return CURL_PREREQFUNC_ABORT }
+    let transfer = Unmanaged<Transfer>.fromOpaque(clientp).takeUnretainedValue()
+    return transfer.mayStartRequest() ? CURL_PREREQFUNC_OK : CURL_PREREQFUNC_ABORT
 }
 
 /// The curl thread's own state: only ever touched on that thread.
@@ -584,7 +595,7 @@ private final class CurlWorker {
             reason = "incomplete answer"
         case CURLE_WEIRD_SERVER_REPLY:
             reason = "malformed answer"
-        case CURLE_SEND_FAIL_REWIND:
+        case CURLE_ABORTED_BY_CALLBACK where transfer.resendRefused:
             // curl wanted to send the request again: it had gone out, and the connection died.
             return .noAnswer(reason: "connection closed after the request was sent")
         default:

@@ -111,6 +111,20 @@ struct HTTPClientTests {
         #expect(server.received.count >= 1)
     }
 
+    /// Found by `make chaos`: curl re-sends a request by itself when a reused connection dies before any
+    /// answer byte, and the gateway then had the message twice within one attempt.
+    @Test("a reused connection that dies after the request is noAnswer, and the request is not sent again")
+    func reusedConnectionDiesAfterRequest() async throws {
+        let server = try HTTPTestServer(.answerOnceThenHangUp)
+        defer { server.stop() }
+        let client = try makeClient()
+        let (first, _) = await client.post(HTTPRequest(url: server.url, body: Array("one".utf8)))
+        #expect(first == .answered(status: 200, body: Array("ok".utf8), bodyTruncated: false))
+        let (second, _) = await client.post(HTTPRequest(url: server.url, body: Array("two".utf8)))
+        #expect(second == .noAnswer(reason: "connection closed after the request was sent"))
+        #expect(server.received.map(\.body) == [Array("one".utf8), Array("two".utf8)])
+    }
+
     @Test(
         "an answer cut short or not HTTP at all is noAnswer",
         arguments: [

@@ -13,6 +13,8 @@ final class HTTPTestServer: Sendable {
         case neverAnswer
         /// Read the request, then close the connection without a byte.
         case closeAfterRequest
+        /// Answer the first request on each connection with 200 "ok"; read the second, then close without a byte.
+        case answerOnceThenHangUp
         /// Send a 200 head announcing 1000 bytes, then one byte per `interval`.
         case drip(interval: Duration)
         /// Read the request, send these bytes as the whole answer, then close.
@@ -104,9 +106,14 @@ final class HTTPTestServer: Sendable {
             return
         }
         var buffer: [UInt8] = []
+        var answered = 0
         while let request = readRequest(connection, buffer: &buffer) {
             state.withLock { $0.received.append(request) }
             switch behaviour {
+            case .answerOnceThenHangUp:
+                guard answered == 0 else { return }
+                answered += 1
+                guard sendAll(connection, Array("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".utf8)) else { return }
             case .respond(let status, let body, let headers):
                 var head = "HTTP/1.1 \(status) Test\r\nContent-Length: \(body.count)\r\n"
                 for header in headers { head += header + "\r\n" }
