@@ -4,7 +4,7 @@
 
 SHELL := /bin/bash
 SWIFT ?= swift
-DEB_PACKAGES := libmosquitto-dev libcurl4-openssl-dev libjansson-dev libsqlite3-dev pkg-config \
+DEB_PACKAGES := libmosquitto-dev libcurl4-openssl-dev libjansson-dev libsqlite3-dev libjemalloc-dev pkg-config \
                 mosquitto mosquitto-clients sqlite3 curl ca-certificates openssl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
