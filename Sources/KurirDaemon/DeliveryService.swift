@@ -66,10 +66,11 @@ final class DeliveryService: Service {
                         inFlight.add(1)
                         busyTargets.insert(record.target)
                         group.addTask {
-                            await self.deliver(record)
-                            busyTargets.remove(record.target)
-                            inFlight.add(-1)
-                            self.wakeup.signal()
+                            await self.deliver(record) {
+                                busyTargets.remove(record.target)
+                                inFlight.add(-1)
+                                self.wakeup.signal()
+                            }
                         }
                     }
                     if claimed.count == free && free > 0 { continue }
@@ -103,23 +104,23 @@ final class DeliveryService: Service {
         return min(.milliseconds(wait), idlePoll)
     }
 
-    /// One round through the chain for one delivery, recorded attempt by attempt.
-    func deliver(_ record: DeliveryRecord) async {
+    /// One round through the chain for one delivery, recorded attempt by attempt. `ended` runs once the
+    /// round's end is committed, on the group committer's thread; the task itself may be gone by then.
+    func deliver(_ record: DeliveryRecord, ended: @escaping @Sendable () -> Void) async {
         do {
-            try await runRound(record)
+            try await runRound(record, ended: ended)
         } catch {
             FatalExit.now("store failed during a delivery: \(error)")
         }
-        outboxWakeup.signal()
     }
 
-    private func runRound(_ record: DeliveryRecord) async throws {
+    private func runRound(_ record: DeliveryRecord, ended: @escaping @Sendable () -> Void) async throws {
         // Found by `make chaos` (kill -9): a gateway accepted the message but the process died before
         // the round was recorded as finished. Finish it now rather than send the message again.
         if record.attempts > 0, let result = try alreadyAccepted(record) {
             logger.notice(
                 "delivery \(record.id) was accepted by \(result.provider.rawValue) before the last stop; not sent again")
-            try await finish(record, result, completing: nil)
+            try finish(record, result, completing: nil, ended: ended)
             return
         }
         let target = Target(value: record.target, isGroup: record.target.hasSuffix("@g.us"))
@@ -172,7 +173,7 @@ final class DeliveryService: Service {
                 recorded += 1
             case .finished(let result):
                 log(round.drainLogLines())
-                try await finish(record, result, completing: pendingCompletion)
+                try finish(record, result, completing: pendingCompletion, ended: ended)
                 return
             }
         }
@@ -220,7 +221,19 @@ final class DeliveryService: Service {
         }
     }
 
-    private func finish(_ record: DeliveryRecord, _ result: RoundResult, completing: CompletedAttempt?) async throws {
+    /// Queues the round's end (status, last attempt, event) for the next group commit. Once it committed
+    /// the outbox publisher is woken and `ended` runs; a failure stops kurir, as any store failure during
+    /// a delivery does.
+    private func finish(
+        _ record: DeliveryRecord, _ result: RoundResult, completing: CompletedAttempt?,
+        ended: @escaping @Sendable () -> Void
+    ) throws {
+        let outboxWakeup = self.outboxWakeup
+        let committed: @Sendable (StoreError?) -> Void = { error in
+            if let error { FatalExit.now("store failed during a delivery: \(error)") }
+            outboxWakeup.signal()
+            ended()
+        }
         let now = clock.now()
         let prefix = configuration.mqtt.resultPrefix
         if result.delivered {
@@ -232,13 +245,13 @@ final class DeliveryService: Service {
                 target: record.target, provider: result.provider, failover: result.failover,
                 attempts: result.attempts, latencyMs: now.milliseconds(since: record.createdAt),
                 possibleDuplicate: earlierUnknown || result.attempts.contains { $0.outcome == .unknown })
-            try await store.finishRoundGrouped(
+            store.finishRoundLater(
                 FinishedRound(
                     notificationID: record.id, status: .sent, provider: result.provider.rawValue,
                     failover: result.failover, errorMessage: nil, sentAt: now, nextAttemptAt: nil,
                     retries: record.retries, at: now,
                     events: OutboxEvents.make(event, prefix: prefix, replyTo: record.replyTo)),
-                completing: completing)
+                completing: completing, then: committed)
             return
         }
         let retriesLeft = configuration.retry.maxRetries - record.retries
@@ -249,17 +262,17 @@ final class DeliveryService: Service {
         let event = Event.failed(
             eventID: Identifiers.make(), requestID: record.requestID, route: record.route, at: now,
             target: record.target, attempts: result.attempts, retryAt: retryAt, retriesLeft: retriesLeft)
-        try await store.finishRoundGrouped(
+        if let retryAt {
+            logger.info(
+                "retry \(record.retries + 1) of \(configuration.retry.maxRetries) for \(record.target) at \(retryAt.rfc3339)")
+        }
+        store.finishRoundLater(
             FinishedRound(
                 notificationID: record.id, status: retryAt == nil ? .failed : .retrying,
                 provider: result.provider.rawValue, failover: false, errorMessage: result.errorMessage, sentAt: nil,
                 nextAttemptAt: retryAt, retries: retryAt == nil ? record.retries : record.retries + 1, at: now,
                 events: OutboxEvents.make(event, prefix: prefix, replyTo: retryAt == nil ? record.replyTo : nil)),
-            completing: completing)
-        if let retryAt {
-            logger.info(
-                "retry \(record.retries + 1) of \(configuration.retry.maxRetries) for \(record.target) at \(retryAt.rfc3339)")
-        }
+            completing: completing, then: committed)
     }
 
     private func log(_ lines: [String]) {

@@ -8,8 +8,8 @@ import Synchronization
 ///
 /// Writes queue up while a transaction is running; the next transaction takes every write queued so far.
 /// So at low load a write commits at once (no added latency) and under load batches grow by themselves.
-/// A write's caller is resumed only after the transaction holding it committed. If a batch fails, each of
-/// its writes is retried in a transaction of its own, so one bad write fails alone.
+/// A write's caller is resumed (or its completion runs) only after the transaction holding it committed.
+/// If a batch fails, each of its writes is retried in a transaction of its own, so one bad write fails alone.
 final class GroupCommitter: Sendable {
     private struct Job: Sendable {
         var operation: String
@@ -60,7 +60,16 @@ final class GroupCommitter: Sendable {
     /// Queues `body` for the next group transaction without waiting; a failure is dropped (callers use
     /// this only for writes whose loss is harmless, such as outbox deletions).
     func submit(_ operation: String, _ body: @escaping @Sendable (Database) throws -> Void) {
-        enqueue(Job(operation: operation, execute: body, complete: { _ in }))
+        submit(operation, body, then: { _ in })
+    }
+
+    /// Queues `body` for the next group transaction without waiting; `then` runs on the committer's
+    /// thread once that transaction committed (nil) or the write failed (its error). It must be quick.
+    func submit(
+        _ operation: String, _ body: @escaping @Sendable (Database) throws -> Void,
+        then complete: @escaping @Sendable (StoreError?) -> Void
+    ) {
+        enqueue(Job(operation: operation, execute: body, complete: complete))
     }
 
     /// Commits everything queued so far before returning (used when the store closes).

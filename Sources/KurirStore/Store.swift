@@ -442,13 +442,28 @@ public final class Store: Sendable {
     public func finishRoundGrouped(_ round: FinishedRound, completing attempt: CompletedAttempt? = nil)
         async throws(StoreError)
     {
-        try await committer.run("finish round") { db in
-            if let attempt {
-                _ = try Self.recordOutcome(attempt, of: round.notificationID, db)
-            }
-            // The finished attempt counts in the same UPDATE that ends the round.
-            try Self.finish(round, addingAttempts: attempt == nil ? 0 : 1, db)
+        let error = await withCheckedContinuation { continuation in
+            finishRoundLater(round, completing: attempt) { continuation.resume(returning: $0) }
         }
+        if let error { throw error }
+    }
+
+    /// `finishRoundGrouped` without waiting: `then` runs on the group committer's thread once the round's
+    /// end committed (nil) or failed (its error). A round's task ends at once instead of being resumed
+    /// only to signal that its round ended (docs/performance.md, change 22).
+    public func finishRoundLater(
+        _ round: FinishedRound, completing attempt: CompletedAttempt?,
+        then: @escaping @Sendable (StoreError?) -> Void
+    ) {
+        committer.submit(
+            "finish round",
+            { db in
+                if let attempt {
+                    _ = try Self.recordOutcome(attempt, of: round.notificationID, db)
+                }
+                // The finished attempt counts in the same UPDATE that ends the round.
+                try Self.finish(round, addingAttempts: attempt == nil ? 0 : 1, db)
+            }, then: then)
     }
 
     private static func finish(_ r: FinishedRound, addingAttempts: Int = 0, _ db: Database) throws {
