@@ -286,11 +286,10 @@ private final class Transfer {
     }
 
     private static func copyPostFields(_ handle: UnsafeMutableRawPointer, _ body: [UInt8]) -> CURLcode {
-        // An empty array may have no storage; curl copies POSTFIELDSIZE bytes, here none.
-        var empty: UInt8 = 0
-        return body.withUnsafeBytes { bytes in
-            let start = bytes.baseAddress.map { UnsafeMutableRawPointer(mutating: $0) } ?? UnsafeMutableRawPointer(&empty)
-            return CCurl_easy_setopt_pointer(handle, CURLOPT_COPYPOSTFIELDS, start)
+        // An empty array may have no storage, and curl needs a pointer; it copies POSTFIELDSIZE bytes, here none.
+        let bytes = body.isEmpty ? [0] : body
+        return bytes.withUnsafeBytes { bytes in
+            CCurl_easy_setopt_pointer(handle, CURLOPT_COPYPOSTFIELDS, UnsafeMutableRawPointer(mutating: bytes.baseAddress))
         }
     }
 
