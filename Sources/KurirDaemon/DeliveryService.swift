@@ -45,6 +45,15 @@ final class DeliveryService: Service {
         // Under a backlog every finished round would otherwise trigger a claim transaction of its own;
         // waiting for a few free slots costs at most claimBatch - 1 slots of concurrency.
         let claimBatch = max(1, min(8, maxInFlight / 16))
+        // The loop and the rounds run on the curl thread: a round resumes there with its answer, and what it
+        // posts next is picked up by the same thread, without a hand-off to Swift's executor threads
+        // (docs/performance.md, change 23).
+        await withTaskExecutorPreference(caller.http.executor) {
+            await self.claimLoop(inFlight: inFlight, busyTargets: busyTargets, claimBatch: claimBatch)
+        }
+    }
+
+    private func claimLoop(inFlight: InFlightCounter, busyTargets: BusyTargets, claimBatch: Int) async {
         // The last claim took every due row: new rows arrive one at a time and go out at once.
         var drained = true
         await withGracefulShutdownHandler {

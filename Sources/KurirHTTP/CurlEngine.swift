@@ -48,6 +48,11 @@ final class CurlEngine: @unchecked Sendable {
     private struct Shared {
         var queue = PostQueue()
         var stopping = false
+        /// Swift jobs waiting to run on the curl thread (`CurlTaskExecutor`).
+        var jobs: [UnownedJob] = []
+        var executor: UnownedTaskExecutor?
+        /// The curl thread has ended: jobs go to Swift's global executor instead.
+        var stopped = false
     }
 
     /// The CURLM handle. Driven only by the curl thread.
@@ -62,6 +67,8 @@ final class CurlEngine: @unchecked Sendable {
     private let wakePending = Atomic<Bool>(false)
     /// The curl thread until someone has joined it.
     private let thread = Mutex<pthread_t?>(nil)
+    /// The curl thread's id, set by the thread itself: what it queues for itself needs no wake-up.
+    private let curlThreadID = Atomic<UInt>(0)
 
     private init(multi: UnsafeMutableRawPointer, wakePipe: (read: Int32, write: Int32), maxConcurrent: Int, maxBodyBytes: Int) {
         self.multi = multi
@@ -124,7 +131,7 @@ final class CurlEngine: @unchecked Sendable {
             return true
         }
         if accepted {
-            wake()
+            wakeUnlessOnCurlThread()
         } else {
             post.finish(.notSent(reason: CurlEngine.shutDownReason))
         }
@@ -154,10 +161,54 @@ final class CurlEngine: @unchecked Sendable {
 
     static let shutDownReason = "client shut down"
 
+    /// Queues a Swift job for the curl thread, or hands it to the global executor once that thread ended.
+    func enqueue(_ job: UnownedJob, from executor: CurlTaskExecutor) {
+        let accepted = shared.withLock { shared -> Bool in
+            guard !shared.stopped else { return false }
+            shared.executor = executor.asUnownedTaskExecutor()
+            shared.jobs.append(job)
+            return true
+        }
+        if accepted {
+            wakeUnlessOnCurlThread()
+        } else {
+            globalConcurrentExecutor.enqueue(ExecutorJob(job))
+        }
+    }
+
+    /// Whether jobs wait for the curl thread (it looks before it sleeps).
+    fileprivate var hasJobs: Bool {
+        shared.withLock { !$0.jobs.isEmpty }
+    }
+
+    /// Jobs queued for the curl thread, with the executor they run on.
+    fileprivate func takeJobs() -> (jobs: [UnownedJob], executor: UnownedTaskExecutor?) {
+        shared.withLock { shared in
+            defer { shared.jobs.removeAll(keepingCapacity: true) }
+            return (shared.jobs, shared.executor)
+        }
+    }
+
+    /// The curl thread is ending: every job queued so far, and every later one, runs on the global executor.
+    fileprivate func handOffJobs() {
+        let left = shared.withLock { shared -> [UnownedJob] in
+            shared.stopped = true
+            defer { shared.jobs.removeAll() }
+            return shared.jobs
+        }
+        for job in left { globalConcurrentExecutor.enqueue(ExecutorJob(job)) }
+    }
+
     /// Wakes the curl thread. A full pipe already holds a wake-up, so a failed write loses nothing.
     ///
     /// Only the first caller after the thread last drained the pipe writes: under load many posts arrive
     /// between two passes of the thread, and a write each was a system call each (and a read).
+    /// The curl thread looks at its queues before it sleeps, so what it queues itself needs no wake-up.
+    private func wakeUnlessOnCurlThread() {
+        guard curlThreadID.load(ordering: .relaxed) != UInt(pthread_self()) else { return }
+        wake()
+    }
+
     private func wake() {
         guard !wakePending.exchange(true, ordering: .acquiringAndReleasing) else { return }
         var byte: UInt8 = 1
@@ -171,6 +222,7 @@ final class CurlEngine: @unchecked Sendable {
     }
 
     private func threadMain() {
+        curlThreadID.store(UInt(pthread_self()), ordering: .relaxed)
         Thread.current.name = "kurir-curl"  // for `top -H`
         CurlWorker(engine: self).run()
     }
@@ -404,23 +456,36 @@ private final class CurlWorker {
             _ = CCurl_multi_setopt_timer_callback(multi, nil)
         }
         while true {
+            runJobs()
             let (posts, stopping) = engine.take(max: engine.maxConcurrent - active.count)
             if stopping {
                 for post in posts {
                     post.finish(.notSent(reason: CurlEngine.shutDownReason))
                 }
                 abortActive()
+                engine.handOffJobs()
                 return
             }
             for post in posts {
                 start(post)
             }
             runDueTimer()
-            // A finished transfer frees a slot: look at the queue again before sleeping.
-            if collectFinished() > 0 {
+            // A finished transfer frees a slot, and its caller's job may be waiting: look again before sleeping.
+            if collectFinished() > 0 || engine.hasJobs {
                 continue
             }
             waitAndRun()
+        }
+    }
+
+    /// Runs the Swift jobs queued for this thread (`CurlTaskExecutor`), including those they queue meanwhile.
+    private func runJobs() {
+        while true {
+            let (jobs, executor) = engine.takeJobs()
+            guard let executor, !jobs.isEmpty else { return }
+            for job in jobs {
+                job.runSynchronously(on: executor)
+            }
         }
     }
 

@@ -18,6 +18,8 @@ public enum HTTPGlobal {
 /// contain header values or URL credentials.
 public final class HTTPClient: Sendable {
     private let engine: CurlEngine
+    /// Runs Swift tasks that prefer it on the curl thread (see `CurlTaskExecutor`).
+    public let executor: CurlTaskExecutor
 
     /// Starts the curl thread.
     ///
@@ -32,6 +34,7 @@ public final class HTTPClient: Sendable {
             throw HTTPClientError(code: .invalidArgument, message: "maxBodyBytes must not be negative")
         }
         engine = try CurlEngine.start(maxConcurrent: maxConcurrent, maxBodyBytes: maxBodyBytes)
+        executor = CurlTaskExecutor(engine: engine)
     }
 
     deinit {
@@ -58,5 +61,23 @@ public final class HTTPClient: Sendable {
     /// Safe to call more than once and from any thread but the curl thread.
     public func shutdown() {
         engine.shutdown()
+    }
+}
+
+/// A task executor whose jobs run on the curl thread, between its passes over the sockets.
+///
+/// A task that prefers it (`withTaskExecutorPreference`) and awaits a POST is resumed on the thread that
+/// finished the transfer, with no hand-off to another thread; and whatever it posts next is picked up
+/// by the same thread's next pass. Jobs must not block for long: while one runs, no transfer moves.
+/// After `shutdown` the jobs go to Swift's global executor.
+public final class CurlTaskExecutor: TaskExecutor {
+    private let engine: CurlEngine
+
+    init(engine: CurlEngine) {
+        self.engine = engine
+    }
+
+    public func enqueue(_ job: consuming ExecutorJob) {
+        engine.enqueue(UnownedJob(job), from: self)
     }
 }

@@ -1,3 +1,4 @@
+import Foundation
 import KurirHTTP
 import Testing
 
@@ -17,6 +18,12 @@ private func waitUntil(timeout: Duration = .seconds(5), _ condition: () -> Bool)
         try? await Task.sleep(for: .milliseconds(10))
     }
     return condition()
+}
+
+/// The name of the thread running the caller, as the kernel has it (`top -H`).
+private func currentThreadName() -> String {
+    let comm = (try? String(contentsOfFile: "/proc/thread-self/comm", encoding: .utf8)) ?? ""
+    return comm.trimmingCharacters(in: .whitespacesAndNewlines)
 }
 
 @Suite("HTTPClient")
@@ -262,6 +269,31 @@ struct HTTPClientTests {
         }
         #expect(server.received.count == 5)
         #expect(server.connectionCount == 1)
+    }
+
+    @Test(
+        "a task preferring the client's executor runs on the curl thread, and on other threads after shutdown",
+        .timeLimit(.minutes(1)))
+    func taskExecutor() async throws {
+        let server = try HTTPTestServer(.respond(status: 200, body: Array("ok".utf8)))
+        defer { server.stop() }
+        let client = try makeClient()
+        let (before, response, after) = await withTaskExecutorPreference(client.executor) {
+            let before = currentThreadName()
+            let (response, _) = await client.post(HTTPRequest(url: server.url, body: Array("x".utf8)))
+            return (before, response, currentThreadName())
+        }
+        #expect(response == .answered(status: 200, body: Array("ok".utf8), bodyTruncated: false))
+        #expect(before == "kurir-curl")
+        #expect(after == "kurir-curl")
+        client.shutdown()
+        // The curl thread is gone: jobs for its executor must still run (elsewhere), or this never returns.
+        let late = await withTaskExecutorPreference(client.executor) {
+            let (response, _) = await client.post(HTTPRequest(url: server.url))
+            return (response, currentThreadName())
+        }
+        #expect(late.0 == .notSent(reason: "client shut down"))
+        #expect(late.1 != "kurir-curl")
     }
 
     @Test("200 concurrent posts all complete, at most maxConcurrent connections")
