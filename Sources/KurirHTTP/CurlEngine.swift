@@ -199,16 +199,16 @@ final class CurlEngine: @unchecked Sendable {
         for job in left { globalConcurrentExecutor.enqueue(ExecutorJob(job)) }
     }
 
-    /// Wakes the curl thread. A full pipe already holds a wake-up, so a failed write loses nothing.
-    ///
-    /// Only the first caller after the thread last drained the pipe writes: under load many posts arrive
-    /// between two passes of the thread, and a write each was a system call each (and a read).
     /// The curl thread looks at its queues before it sleeps, so what it queues itself needs no wake-up.
     private func wakeUnlessOnCurlThread() {
         guard curlThreadID.load(ordering: .relaxed) != UInt(pthread_self()) else { return }
         wake()
     }
 
+    /// Wakes the curl thread. A full pipe already holds a wake-up, so a failed write loses nothing.
+    ///
+    /// Only the first caller after the thread last drained the pipe writes: under load many posts arrive
+    /// between two passes of the thread, and a write each was a system call each (and a read).
     private func wake() {
         guard !wakePending.exchange(true, ordering: .acquiringAndReleasing) else { return }
         var byte: UInt8 = 1
