@@ -126,10 +126,10 @@ final class DeliveryService: Service {
     private func runRound(_ record: DeliveryRecord, ended: @escaping @Sendable () -> Void) async throws {
         // Found by `make chaos` (kill -9): a gateway accepted the message but the process died before
         // the round was recorded as finished. Finish it now rather than send the message again.
-        if record.attempts > 0, let result = try alreadyAccepted(record) {
+        if record.attempts > 0, let result = try await alreadyAccepted(record) {
             logger.notice(
                 "delivery \(record.id) was accepted by \(result.provider.rawValue) before the last stop; not sent again")
-            try finish(record, result, completing: nil, ended: ended)
+            try await finish(record, result, completing: nil, ended: ended)
             return
         }
         let target = Target(value: record.target, isGroup: record.target.hasSuffix("@g.us"))
@@ -147,7 +147,8 @@ final class DeliveryService: Service {
                     try await store.completeAttemptGrouped(completion, of: record.id)
                     pendingCompletion = nil
                 }
-                try recordSkipped(round.attempts[recorded], of: record, round: &round, attemptID: premadeAttempt?.id)
+                try await recordSkipped(
+                    round.attempts[recorded], of: record, round: &round, attemptID: premadeAttempt?.id)
                 premadeAttempt = nil
                 recorded += 1
             }
@@ -182,15 +183,15 @@ final class DeliveryService: Service {
                 recorded += 1
             case .finished(let result):
                 log(round.drainLogLines())
-                try finish(record, result, completing: pendingCompletion, ended: ended)
+                try await finish(record, result, completing: pendingCompletion, ended: ended)
                 return
             }
         }
     }
 
     /// The round result of a delivery whose accepted attempt is recorded but whose round never finished.
-    private func alreadyAccepted(_ record: DeliveryRecord) throws -> RoundResult? {
-        let rows = try store.attempts(notificationID: record.id)
+    private func alreadyAccepted(_ record: DeliveryRecord) async throws -> RoundResult? {
+        let rows = try await store.attemptsGrouped(notificationID: record.id)
         guard let index = rows.lastIndex(where: { $0.outcome == AttemptOutcome.accepted.rawValue }),
             let provider = Provider(rawValue: rows[index].provider)
         else { return nil }
@@ -213,11 +214,17 @@ final class DeliveryService: Service {
     /// Records an attempt that never went on the wire (a gateway skipped before sending).
     private func recordSkipped(
         _ attempt: AttemptResult, of record: DeliveryRecord, round: inout FailoverRound, attemptID premade: Int64?
-    ) throws {
-        let attemptID =
-            try premade ?? store.beginAttempt(notificationID: record.id, provider: attempt.provider, at: clock.now())
-        try store.completeAttempt(
-            attemptID: attemptID, notificationID: record.id, result: attempt, events: failoverEvents(&round, record))
+    ) async throws {
+        let attemptID: Int64
+        if let premade {
+            attemptID = premade
+        } else {
+            attemptID = try await store.beginAttemptGrouped(
+                notificationID: record.id, provider: attempt.provider, at: clock.now())
+        }
+        try await store.completeAttemptGrouped(
+            CompletedAttempt(attemptID: attemptID, result: attempt, events: failoverEvents(&round, record)),
+            of: record.id)
         log(round.drainLogLines())
     }
 
@@ -236,7 +243,7 @@ final class DeliveryService: Service {
     private func finish(
         _ record: DeliveryRecord, _ result: RoundResult, completing: CompletedAttempt?,
         ended: @escaping @Sendable () -> Void
-    ) throws {
+    ) async throws {
         let outboxWakeup = self.outboxWakeup
         let committed: @Sendable (StoreError?) -> Void = { error in
             if let error { FatalExit.now("store failed during a delivery: \(error)") }
@@ -248,7 +255,8 @@ final class DeliveryService: Service {
         if result.delivered {
             // This round's attempts are in memory (the last one not yet written); earlier rounds'
             // are only in the database, and a first round has none.
-            let earlierUnknown = record.attempts > 0 ? try store.hasUnknownAttempt(notificationID: record.id) : false
+            let earlierUnknown =
+                record.attempts > 0 ? try await store.hasUnknownAttemptGrouped(notificationID: record.id) : false
             let event = Event.delivered(
                 eventID: Identifiers.make(), requestID: record.requestID, route: record.route, at: now,
                 target: record.target, provider: result.provider, failover: result.failover,

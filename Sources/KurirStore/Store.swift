@@ -414,12 +414,20 @@ public final class Store: Sendable {
 
     /// True when any attempt of this notification (any round) has outcome 'unknown'.
     public func hasUnknownAttempt(notificationID: Int64) throws(StoreError) -> Bool {
-        try read("read attempts") { db in
-            try Bool.fetchOne(
-                db,
-                sql: "SELECT EXISTS (SELECT 1 FROM whatsapp_attempts WHERE notification_id = ? AND outcome = 'unknown')",
-                arguments: [notificationID]) ?? false
-        }
+        try read("read attempts") { db in try Self.hasUnknownAttempt(notificationID, db) }
+    }
+
+    /// `hasUnknownAttempt` through the group committer: a round waiting for it suspends instead of
+    /// blocking its thread (the curl thread, which runs the rounds) behind a group transaction.
+    public func hasUnknownAttemptGrouped(notificationID: Int64) async throws(StoreError) -> Bool {
+        try await committer.run("read attempts") { db in try Self.hasUnknownAttempt(notificationID, db) }
+    }
+
+    private static func hasUnknownAttempt(_ notificationID: Int64, _ db: Database) throws -> Bool {
+        try Bool.fetchOne(
+            db,
+            sql: "SELECT EXISTS (SELECT 1 FROM whatsapp_attempts WHERE notification_id = ? AND outcome = 'unknown')",
+            arguments: [notificationID]) ?? false
     }
 
     /// Ends a round: sets status, provider, failover, error_message, sent_at, next_attempt_at, retries,
@@ -562,16 +570,23 @@ public final class Store: Sendable {
 
     /// For tests and operators: the attempts of one notification, in id order.
     public func attempts(notificationID: Int64) throws(StoreError) -> [AttemptRow] {
-        try read("read attempts") { db in
-            try Row.fetchAll(
-                db, sql: "SELECT * FROM whatsapp_attempts WHERE notification_id = ? ORDER BY id",
-                arguments: [notificationID]
-            ).map { row in
-                AttemptRow(
-                    id: row["id"], notificationID: row["notification_id"], provider: row["provider"],
-                    outcome: row["outcome"], error: row["error"], httpStatus: row["http_status"],
-                    latencyMs: row["latency_ms"], attemptedAt: row["attempted_at"])
-            }
+        try read("read attempts") { db in try Self.attempts(notificationID, db) }
+    }
+
+    /// `attempts` through the group committer (a retried round reads them; see `hasUnknownAttemptGrouped`).
+    public func attemptsGrouped(notificationID: Int64) async throws(StoreError) -> [AttemptRow] {
+        try await committer.run("read attempts") { db in try Self.attempts(notificationID, db) }
+    }
+
+    private static func attempts(_ notificationID: Int64, _ db: Database) throws -> [AttemptRow] {
+        try Row.fetchAll(
+            db, sql: "SELECT * FROM whatsapp_attempts WHERE notification_id = ? ORDER BY id",
+            arguments: [notificationID]
+        ).map { row in
+            AttemptRow(
+                id: row["id"], notificationID: row["notification_id"], provider: row["provider"],
+                outcome: row["outcome"], error: row["error"], httpStatus: row["http_status"],
+                latencyMs: row["latency_ms"], attemptedAt: row["attempted_at"])
         }
     }
 

@@ -180,6 +180,31 @@ struct ScenarioTests {
         }
     }
 
+    @Test("a message over the primary's limit skips it: refused attempt recorded, failover event, backup delivers")
+    func primarySkippedForLength() async throws {
+        try await withWorld([
+            "WHATSAPP_PROVIDER": "wablas", "WHATSAPP_API_TOKEN": Canary.wablas, "WHATSAPP_API_URL": "",
+            "WHATSAPP_BACKUP_PROVIDER": "fonnte", "WHATSAPP_BACKUP_API_TOKEN": Canary.fonnte,
+        ]) { world in
+            world.environment["WHATSAPP_API_URL"] = world.gateways.url(.wablas)
+            world.environment["WHATSAPP_BACKUP_API_URL"] = world.gateways.url(.fonnte)
+            try await world.events.waitUntilSubscribed()
+            try await world.startKurir()
+            // Wablas takes at most 1,024 characters, Fonnte more.
+            let message = String(repeating: "a", count: 1_500)
+            try await world.publish("t", #"{"target":"081234567890","message":"\#(message)"}"#)
+            let delivered = try #require(try await world.events.wait(for: "delivered").first)
+            #expect(delivered.string("provider") == "fonnte")
+            #expect(delivered.bool("failover") == true)
+            #expect(world.events.of("failover").first?.string("error")?.contains("wablas limit") == true)
+            #expect(world.gateways.requests(.wablas).isEmpty)
+            _ = await world.stopKurir()
+            let row = try #require(try world.rows().first)
+            #expect(row.attempts == 2)
+            try world.expectNoSecretsLeaked()
+        }
+    }
+
     @Test("three gateways: two failovers, then woowa delivers; all three failing names each")
     func threeGateways() async throws {
         try await withWorld([
