@@ -88,8 +88,9 @@ public final class MQTTClient: @unchecked Sendable {
         box.handlers.withLock { $0.disconnect = handler }
     }
 
-    /// Sets the handler for connection failures libmosquitto's loop would not retry by itself (TLS, DNS,
-    /// a refused login): `reason` is one line without credentials, `retryIn` the pause before the next try.
+    /// Sets the handler for connection failures libmosquitto's loop would not retry by itself (TLS, DNS):
+    /// `reason` is one line without credentials, `retryIn` the pause before the next try. A refused login
+    /// is not one of them: the connect handler has its code and the broker's reason.
     ///
     /// Runs on the network thread.
     public func setConnectionFailureHandler(_ handler: @escaping @Sendable (_ reason: String, _ retryIn: Duration) -> Void) {
@@ -362,8 +363,9 @@ private enum NetworkLoop {
         var lostQuietly = false
         while !box.stopping.load(ordering: .acquiring) {
             if let rc = pending {
-                // A lost connection was said by the disconnect handler already.
-                if !lostQuietly { report(rc, box: box, retryIn: delay) }
+                // A lost connection was said by the disconnect handler already, a refused login (CONNACK
+                // with a non-zero code) by the connect handler: one line per failed try, not two.
+                if !lostQuietly && rc != MOSQ_ERR_CONN_REFUSED.rawValue { report(rc, box: box, retryIn: delay) }
                 guard pause(seconds: delay, box: box) else { return }
                 delay = min(delay * 2, 30)
                 let reconnected = mosquitto_reconnect(handle)

@@ -46,6 +46,7 @@ private struct Wired {
     let connects = MQTTRecorder<Int32>()
     let disconnects = MQTTRecorder<Int32>()
     let published = MQTTRecorder<Int32>()
+    let failures = MQTTRecorder<String>()
 
     init(
         port: Int, clientID: String, cleanSession: Bool = false,
@@ -59,6 +60,8 @@ private struct Wired {
         let connects = self.connects
         let disconnects = self.disconnects
         let published = self.published
+        let failures = self.failures
+        client.setConnectionFailureHandler { reason, _ in failures.append(reason) }
         client.setMessageHandler { message in
             onMessage?(message)
             messages.append(message)
@@ -264,6 +267,22 @@ struct MQTTClientTests {
         #expect(await stopped.wait(seconds: 5) { !$0.isEmpty })
     }
 
+    /// Found by `make chaos` (broker TLS + password): the own loop reported each refused login twice, once
+    /// by the connect handler with the broker's reason and once more as a connection failure.
+    @Test func aRefusedLoginIsReportedOnceByTheConnectHandler() async throws {
+        let broker = try RefusingBroker()
+        defer { broker.stop() }
+        let nothing: @Sendable () -> Void = {}
+        let client = try Wired(
+            port: broker.port, clientID: uniqueID("refused"), cleanSession: true, beforeAcknowledging: nothing)
+        try client.client.start()
+        defer { client.client.stop() }
+        // The first try at once, the second after the 1 s pause.
+        #expect(await client.connects.wait(seconds: 5) { $0.count >= 2 })
+        #expect(client.connects.all.allSatisfy { $0 == 5 })
+        #expect(client.failures.all.isEmpty)
+    }
+
     @Test func invalidOptionsAreErrorsNotCrashes() throws {
         #expect(throws: MQTTError.self) {
             _ = try MQTTClient(options: MQTTConnectOptions(host: "127.0.0.1", port: 1883, clientID: ""))
@@ -283,5 +302,45 @@ struct MQTTClientTests {
             #expect(!error.description.contains(secret))
         }
         #expect(throws: MQTTError.self) { try client.subscribe("bad/#/filter", qos: 1) }
+    }
+}
+
+private struct RefusingBrokerError: Error {}
+
+/// Answers every MQTT CONNECT with a CONNACK refusing it (return code 5, not authorised), then hangs up.
+private final class RefusingBroker: Sendable {
+    let port: Int
+    private let listener: Int32
+
+    init() throws {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
+                bind(fd, pointer, length) == 0 && listen(fd, 8) == 0 && getsockname(fd, pointer, &length) == 0
+            }
+        }
+        guard fd >= 0, bound else { throw RefusingBrokerError() }
+        listener = fd
+        port = Int(UInt16(bigEndian: address.sin_port))
+        Thread.detachNewThread { [listener] in
+            while true {
+                let connection = accept(listener, nil, nil)
+                guard connection >= 0 else { return }
+                var buffer = [UInt8](repeating: 0, count: 512)
+                _ = recv(connection, &buffer, buffer.count, 0)
+                let connack: [UInt8] = [0x20, 0x02, 0x00, 0x05]
+                _ = send(connection, connack, connack.count, Int32(MSG_NOSIGNAL))
+                close(connection)
+            }
+        }
+    }
+
+    func stop() {
+        shutdown(listener, Int32(SHUT_RDWR))
+        close(listener)
     }
 }
