@@ -161,14 +161,7 @@ struct ScenarioTests {
 
     @Test("primary and backup swapped by configuration")
     func swappedChain() async throws {
-        try await withWorld([
-            "WHATSAPP_PROVIDER": "wablas", "WHATSAPP_API_TOKEN": Canary.wablas, "WHATSAPP_API_URL": "",
-            "WHATSAPP_BACKUP_PROVIDER": "fonnte", "WHATSAPP_BACKUP_API_TOKEN": Canary.fonnte,
-        ]) { world in
-            world.environment["WHATSAPP_API_URL"] = world.gateways.url(.wablas)
-            world.environment["WHATSAPP_BACKUP_API_URL"] = world.gateways.url(.fonnte)
-            try await world.events.waitUntilSubscribed()
-            try await world.startKurir()
+        try await withWablasFirst { world in
             try await world.publish("t", #"{"target":"081234567890","message":"x"}"#)
             let delivered = try #require(try await world.events.wait(for: "delivered").first)
             #expect(delivered.string("provider") == "wablas")
@@ -182,14 +175,7 @@ struct ScenarioTests {
 
     @Test("a message over the primary's limit skips it: refused attempt recorded, failover event, backup delivers")
     func primarySkippedForLength() async throws {
-        try await withWorld([
-            "WHATSAPP_PROVIDER": "wablas", "WHATSAPP_API_TOKEN": Canary.wablas, "WHATSAPP_API_URL": "",
-            "WHATSAPP_BACKUP_PROVIDER": "fonnte", "WHATSAPP_BACKUP_API_TOKEN": Canary.fonnte,
-        ]) { world in
-            world.environment["WHATSAPP_API_URL"] = world.gateways.url(.wablas)
-            world.environment["WHATSAPP_BACKUP_API_URL"] = world.gateways.url(.fonnte)
-            try await world.events.waitUntilSubscribed()
-            try await world.startKurir()
+        try await withWablasFirst { world in
             // Wablas takes at most 1,024 characters, Fonnte more.
             let message = String(repeating: "a", count: 1_500)
             try await world.publish("t", #"{"target":"081234567890","message":"\#(message)"}"#)
@@ -315,5 +301,19 @@ struct ScenarioTests {
             _ = await world.stopKurir()
             #expect(try world.rows().first?.status == "disabled")
         }
+    }
+}
+
+/// A world whose chain is Wablas first, then Fonnte (both on the fake gateways), with kurir started.
+private func withWablasFirst(_ body: (World) async throws -> Void) async throws {
+    try await withWorld([
+        "WHATSAPP_PROVIDER": "wablas", "WHATSAPP_API_TOKEN": Canary.wablas, "WHATSAPP_API_URL": "",
+        "WHATSAPP_BACKUP_PROVIDER": "fonnte", "WHATSAPP_BACKUP_API_TOKEN": Canary.fonnte,
+    ]) { world in
+        world.environment["WHATSAPP_API_URL"] = world.gateways.url(.wablas)
+        world.environment["WHATSAPP_BACKUP_API_URL"] = world.gateways.url(.fonnte)
+        try await world.events.waitUntilSubscribed()
+        try await world.startKurir()
+        try await body(world)
     }
 }
