@@ -179,7 +179,7 @@ struct Bench {
             // The median of three: one 20,000-message relay lasts under a second, and single runs moved
             // between 17,000 and 30,000/s on this machine, which made the ratio below follow the ceiling.
             let relayRuns = try (0..<3).map { _ in try brokerRelay(count: burst).rate }
-            relay = relayRuns.sorted()[1]
+            relay = Self.median(relayRuns, by: { $0 })
             let relaySteady = try brokerRelay(count: quick ? 400 : 1_000, rate: 200).latency
             report.add(
                 "1", "load generator alone: QoS 1 publishes acknowledged by the broker", Report.rate(alone),
@@ -221,7 +221,7 @@ struct Bench {
                     runs.append(
                         try await kurir(label: "scale\(size)-\(n)", sync: "normal", latencyMs: 0, count: size, rate: nil))
                 }
-                let figures = runs.sorted { $0.rate < $1.rate }[runs.count / 2]
+                let figures = Self.median(runs, by: \.rate)
                 scale.append((size, figures))
                 if headline {
                     fastNormal = figures
@@ -401,6 +401,11 @@ struct Bench {
     }
 
     private func effectiveMaxInFlight(_ f: KurirFigures?) -> Int { maxInFlight ?? f?.maxInFlight ?? 256 }
+
+    /// The middle run by `key` (of an odd number of runs).
+    static func median<Run>(_ runs: [Run], by key: (Run) -> Double) -> Run {
+        runs.sorted { key($0) < key($1) }[runs.count / 2]
+    }
 
     static func json(_ f: KurirFigures) -> [String: Any] {
         [
