@@ -64,7 +64,8 @@ struct Report {
         return (formatter.string(from: NSNumber(value: rounded)) ?? "\(rounded)") + " " + unit
     }
 
-    static func ratio(_ value: Double) -> String { value.isFinite ? fixed(value, 2) : "—" }
+    /// Three decimals: with two, a run at 0.2467 of its ceiling printed "0.25" beside "NOT MET".
+    static func ratio(_ value: Double) -> String { value.isFinite ? fixed(value, 3) : "—" }
 
     static func fixed(_ value: Double, _ digits: Int) -> String {
         value.isFinite ? String(format: "%.\(digits)f", value) : "—"
