@@ -256,36 +256,31 @@ public final class Store: Sendable {
         var afterRank = -1
         var afterID: Int64 = 0
         var scanned = 0
-        // Busy targets are skipped below in any case. Excluding them in SQL as well (a JSON array built,
-        // parsed and searched per page) pays only once a page met one: with distinct targets no page
-        // does, and with one busy target's backlog at the head of the queue SQLite then walks past it.
-        var excludeInSQL = false
-        let selectAny = try db.cachedStatement(sql: Self.claimPageSQL)
-        let selectExcluding = try db.cachedStatement(sql: Self.claimPageExcludingSQL)
+        let page = max(64, min(limit * 2, 1024))
+        let select = try db.cachedStatement(
+            sql: """
+                SELECT id, request_id, route, target, message, priority, reply_to, status, attempts, retries,
+                       created_at, \(Self.queueRank) AS rank
+                FROM whatsapp_notifications INDEXED BY whatsapp_notifications_queue
+                WHERE status IN ('pending', 'retrying') AND in_flight_since IS NULL
+                  AND target NOT IN (SELECT value FROM json_each(?))
+                  AND (\(Self.queueRank), id) > (?, ?)
+                  AND (next_attempt_at IS NULL OR next_attempt_at <= ?)
+                ORDER BY \(Self.queueRank), id
+                LIMIT ?
+                """)
         let mark = try db.cachedStatement(sql: "UPDATE whatsapp_notifications SET in_flight_since = ? WHERE id = ?")
         let nowText = now.rfc3339
-        var pages = 0
         scan: while records.count < limit && scanned < scanLimit {
-            // The first page asks for what the claim wants, which is all it needs unless a target repeats
-            // (every row is copied out of SQLite, so a bigger page cost as much again); later pages more.
-            let wanted = limit - records.count
-            let page = pages == 0 ? wanted : max(64, min(wanted * 2, 1024))
-            pages += 1
-            let rows =
-                excludeInSQL
-                ? try Row.fetchAll(
-                    selectExcluding, arguments: [try Self.jsonArray(of: taken), afterRank, afterID, nowText, page])
-                : try Row.fetchAll(selectAny, arguments: [afterRank, afterID, nowText, page])
+            let excluded = try Self.jsonArray(of: taken)
+            let rows = try Row.fetchAll(select, arguments: [excluded, afterRank, afterID, nowText, page])
             if rows.isEmpty { break }
             for row in rows {
                 scanned += 1
                 afterRank = row[Self.claimRankColumn]
                 afterID = row[0]
                 let target: String = row[3]
-                guard !taken.contains(target) else {
-                    excludeInSQL = true
-                    continue
-                }
+                guard !taken.contains(target) else { continue }
                 taken.insert(target)
                 var record = try Self.record(row)
                 try mark.execute(arguments: [nowText, record.id])
@@ -299,25 +294,6 @@ public final class Store: Sendable {
             if rows.count < page { break }
         }
         return records
-    }
-
-    /// The claim's page query, walking the queue index in claim order.
-    private static let claimPageSQL = claimSQL(excludingTargets: false)
-    /// The claim's page query whose first argument is a JSON array of targets to pass over.
-    private static let claimPageExcludingSQL = claimSQL(excludingTargets: true)
-
-    private static func claimSQL(excludingTargets: Bool) -> String {
-        """
-        SELECT id, request_id, route, target, message, priority, reply_to, status, attempts, retries,
-               created_at, \(Self.queueRank) AS rank
-        FROM whatsapp_notifications INDEXED BY whatsapp_notifications_queue
-        WHERE status IN ('pending', 'retrying') AND in_flight_since IS NULL
-          \(excludingTargets ? "AND target NOT IN (SELECT value FROM json_each(?))" : "")
-          AND (\(Self.queueRank), id) > (?, ?)
-          AND (next_attempt_at IS NULL OR next_attempt_at <= ?)
-        ORDER BY \(Self.queueRank), id
-        LIMIT ?
-        """
     }
 
     /// `strings` as a JSON array, for `json_each`.

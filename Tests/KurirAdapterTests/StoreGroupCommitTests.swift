@@ -68,13 +68,12 @@ struct StoreGroupCommitTests {
     }
 
     /// Targets reach SQLite's json_each as a JSON array; quotes, backslashes and control characters escaped.
-    /// Limit 1: the claim's first page (one row) meets a busy target, so the next page excludes them in SQL.
     @Test func busyTargetsBecomeAJSONArray() throws {
         let dir = try Scratch()
         let store = try Store(path: dir.database, sync: .normal)
         let odd: Set<String> = ["a\"b", "c\\d", "e\u{1}f", "120363000000000001@g.us"]
         _ = try store.accept(odd.sorted().map { row("r-\($0)", target: $0) } + [row("plain", target: "6281234567890")])
-        #expect(try store.claimDueInTargetOrder(now: at(1), limit: 1, busyTargets: odd).map(\.requestID) == ["plain"])
+        #expect(try store.claimDueInTargetOrder(now: at(1), limit: 10, busyTargets: odd).map(\.requestID) == ["plain"])
     }
 
     @Test func claimOrdersByPriorityFirstAndRespectsTheLimit() throws {
