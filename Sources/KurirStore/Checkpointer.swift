@@ -17,13 +17,22 @@ import Synchronization
 /// so it would only add work: there the writer checkpoints inline at `hardFrames`, exactly as SQLite's
 /// own automatic checkpoint does, which keeps the WAL bounded.
 ///
+/// Each checkpoint syncs the database file, and the first commit after each rewind syncs the WAL's
+/// header on the writer's path. With a soft threshold of 256 pages and a pass at every 1 ms pause, a
+/// steady 200 requests/s made about 170 `fdatasync`s a second, and a busy disk then stalled the intake
+/// (docs/performance.md, change 28). So the WAL grows to `softFrames` (16 MB) before a checkpoint, and
+/// passes are at least `passSpacing` apart: a pass that a commit overtook, which leaves the WAL unable
+/// to rewind, is followed by one more after the spacing, not by one at every pause.
+///
 /// In a FULL database the same thread also syncs the WAL for the group committer's deferred commits
 /// that no intake's fsync covered within `DeferredSync.delay`.
 final class Checkpointer: Sendable {
-    static let softFrames: Int32 = 256
-    /// SQLite's default automatic checkpoint threshold.
-    static let hardFrames: Int32 = 1000
+    static let softFrames: Int32 = 4000
+    /// Ten times SQLite's default automatic checkpoint threshold: 40 MB of WAL, a little more while a
+    /// background pass holds the checkpoint lock.
+    static let hardFrames: Int32 = 10_000
     static let quietPeriod: UInt64 = 1_000_000  // ns
+    static let passSpacing: UInt64 = 100_000_000  // ns
 
     private let connection: DatabaseQueue
     // A thread of its own, woken by `wake`: waiting out the quiet period on a libdispatch worker took
@@ -33,6 +42,8 @@ final class Checkpointer: Sendable {
     private let scheduled = Atomic(false)
     private let stopping = Atomic(false)
     private let lastCommit = Atomic<UInt64>(0)
+    /// When the last background checkpoint ended (only this thread reads and writes it).
+    private let lastPass = Atomic<UInt64>(0)
     private let walFrames = Atomic<Int32>(0)
 
     /// FULL databases only: the group committer's unsynced commits, synced here when no intake does.
@@ -126,12 +137,14 @@ final class Checkpointer: Sendable {
         }
         if walFrames.load(ordering: .sequentiallyConsistent) >= Self.softFrames {
             let quietAt = lastCommit.load(ordering: .sequentiallyConsistent) &+ Self.quietPeriod
-            if now >= quietAt {
+            let dueAt = max(quietAt, lastPass.load(ordering: .relaxed) &+ Self.passSpacing)
+            if now >= dueAt {
                 // A failed background checkpoint is harmless: the WAL keeps the pages, and the writer's
                 // inline checkpoint at `hardFrames` bounds it.
                 _ = try? connection.writeWithoutTransaction { db in try db.checkpoint(.passive) }
+                lastPass.store(DispatchTime.now().uptimeNanoseconds, ordering: .relaxed)
             } else {
-                nextPass = min(nextPass ?? quietAt, quietAt)
+                nextPass = min(nextPass ?? dueAt, dueAt)
             }
         }
         guard let nextPass else { return }
