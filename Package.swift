@@ -62,7 +62,7 @@ let package = Package(
         .executableTarget(
             name: "kurir",
             dependencies: [
-                "KurirDaemon", "KurirCore",
+                "KurirDaemon", "KurirCore", "KurirMallocConf",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -71,6 +71,9 @@ let package = Package(
             // to run). A delivery allocates on one thread and frees on another, which glibc's per-thread
             // arenas handle poorly: ~9 % less CPU per delivery (docs/performance.md, change 21).
             linkerSettings: [.linkedLibrary("jemalloc")]),
+
+        // jemalloc's options for the daemon, as the `malloc_conf` symbol it reads at start.
+        .target(name: "KurirMallocConf"),
 
         // Fake gateways and broker launcher: shared by tests, benchmarks and the demo.
         .target(
