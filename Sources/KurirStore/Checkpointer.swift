@@ -19,7 +19,7 @@ import Synchronization
 ///
 /// Each checkpoint syncs the database file, and the first commit after each rewind syncs the WAL's
 /// header on the writer's path. With a soft threshold of 256 pages and a pass at every 1 ms pause, a
-/// steady 200 requests/s made about 170 `fdatasync`s a second, and a busy disk then stalled the intake
+/// steady 200 requests/s made about 33 `fdatasync`s a second, 11 of them on the writer's path
 /// (docs/performance.md, change 28). So the WAL grows to `softFrames` (16 MB) before a checkpoint, and
 /// passes are at least `passSpacing` apart: a pass that a commit overtook, which leaves the WAL unable
 /// to rewind, is followed by one more after the spacing, not by one at every pause.

@@ -199,8 +199,7 @@ struct Bench {
         var headlineRuns: [Double] = []
         var pairedRatios: [Double] = []
         var scale: [(Int, KurirFigures)] = []
-        var largestRSS: [Double] = []
-        var largestRuns: [Double] = []
+        var largestRuns: [KurirFigures] = []
         if wanted("fast") || wanted("scale") {
             let defaultSizes = quick ? [1_000, 5_000, 20_000] : [1_000, 10_000, 100_000]
             let sizes = sizeOverride.map { [$0] } ?? defaultSizes
@@ -212,7 +211,9 @@ struct Bench {
                 // largest runs three times for its peak RSS, whose bar is judged on the highest of the three:
                 // one run per bench hid a rare high peak for eight full runs (docs/performance.md, change 29).
                 // (Neither with --size, which is for profiling one size.)
-                let repeats = sizeOverride != nil ? 1 : headline ? pairs : largest ? 3 : 1
+                var repeats = 1
+                if sizeOverride == nil && headline { repeats = pairs }
+                if sizeOverride == nil && largest { repeats = 3 }
                 var runs: [KurirFigures] = []
                 for n in 1...repeats {
                     if headline && interleaved {
@@ -225,10 +226,7 @@ struct Bench {
                 }
                 let figures = Self.median(runs, by: \.rate)
                 scale.append((size, figures))
-                if largest {
-                    largestRSS = runs.map(\.rssMiB)
-                    largestRuns = runs.map(\.rate)
-                }
+                if largest { largestRuns = runs }
                 if headline {
                     fastNormal = figures
                     headlineRuns = runs.map(\.rate)
@@ -416,15 +414,17 @@ struct Bench {
                 report.add(
                     "5", "  throughput at \(scale[2].0) ÷ at \(scale[1].0)", Report.ratio(ratio), "≥ 0.90",
                     Report.verdict(ratio >= 0.9))
-                let peak = largestRSS.max() ?? scale[2].1.rssMiB
+                let peak = largestRuns.map(\.rssMiB).max() ?? scale[2].1.rssMiB
                 report.add(
-                    "5", "  peak RSS at \(scale[2].0), the highest of \(max(1, largestRSS.count)) runs",
+                    "5", "  peak RSS at \(scale[2].0), the highest of \(max(1, largestRuns.count)) runs",
                     "\(Report.fixed(peak, 1)) MiB", "≤ 64 MB", Report.verdict(peak * 1.048576 <= 64))
-                if largestRSS.count > 1 {
-                    report.set("kurir_scale_\(scale[2].0)_runs", ["per_s": largestRuns, "peak_rss_mib": largestRSS])
+                if largestRuns.count > 1 {
+                    report.set(
+                        "kurir_scale_\(scale[2].0)_runs",
+                        ["per_s": largestRuns.map(\.rate), "peak_rss_mib": largestRuns.map(\.rssMiB)])
                     report.add(
                         "5", "  … these runs' deliveries/s (the median above) / peak RSS",
-                        zip(largestRuns, largestRSS).map { "\(Report.rate($0)) / \(Report.fixed($1, 1)) MiB" }
+                        largestRuns.map { "\(Report.rate($0.rate)) / \(Report.fixed($0.rssMiB, 1)) MiB" }
                             .joined(separator: ", "), "", "")
                 }
             }
