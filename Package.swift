@@ -47,8 +47,11 @@ let package = Package(
                 "KurirCore", .product(name: "GRDB", package: "GRDB.swift"),
                 // sqlite3_wal_hook, for the background checkpoint (Checkpointer).
                 .product(name: "GRDBSQLite", package: "GRDB.swift"),
+                "KurirWALWrites",
             ],
             swiftSettings: strict),
+        // The VFS that writes a WAL commit's frames in one pwrite (wal_writes.c).
+        .target(name: "KurirWALWrites", linkerSettings: [.linkedLibrary("sqlite3")]),
 
         // Wiring: services, the delivery loop, the outbox publisher, commands.
         .target(
@@ -116,7 +119,10 @@ let package = Package(
         .testTarget(name: "KurirCoreTests", dependencies: ["KurirCore"], swiftSettings: strict),
         .testTarget(
             name: "KurirAdapterTests",
-            dependencies: ["KurirJSON", "KurirHTTP", "KurirMQTT", "KurirStore", "KurirCore", "KurirTestSupport"],
+            dependencies: [
+                "KurirJSON", "KurirHTTP", "KurirMQTT", "KurirStore", "KurirCore", "KurirTestSupport", "KurirWALWrites",
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ],
             swiftSettings: strict),
         .testTarget(
             name: "KurirEndToEndTests",
