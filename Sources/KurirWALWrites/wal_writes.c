@@ -88,18 +88,21 @@ static int walWrite(sqlite3_file *pFile, const void *bytes, int amount, sqlite3_
     ShimFile *file = (ShimFile *)pFile;
     GatheredWrites *g = file->gathered;
     file->writeCalls += 1;
+    // Taken first: writing out what is gathered below forgets it.
+    int commitPage = g->commitPageNext;
     int contiguous = offset == g->offset + (sqlite3_int64)g->length;
     if (g->length > 0 && (!contiguous || g->length + (size_t)amount > LARGEST_WRITE)) {
         int rc = writeGathered(file);
         if (rc != SQLITE_OK) return rc;
     }
-    int commitPage = g->commitPageNext;
     if (!gather(g, bytes, amount, offset)) {
         // Out of memory for the buffer: write what is held, then this, directly.
         int rc = writeGathered(file);
         if (rc != SQLITE_OK) return rc;
         file->fileWrites += 1;
-        return file->real->pMethods->xWrite(file->real, bytes, amount, offset);
+        rc = file->real->pMethods->xWrite(file->real, bytes, amount, offset);
+        g->commitPageNext = isCommitFrameHeader(bytes, amount);
+        return rc;
     }
     g->commitPageNext = isCommitFrameHeader(bytes, amount);
     if (commitPage || g->length >= FLUSH_AT) return writeGathered(file);
