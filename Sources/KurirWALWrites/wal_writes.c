@@ -9,10 +9,10 @@
 // Why this is safe: other connections find frames only through the wal-index, which SQLite updates
 // after the last frame of a commit is written, so the gathered bytes are in the file by then. The
 // connection itself reads its WAL only through this file, which writes what it holds first; so does
-// every other operation on the WAL (sync, size, truncate, close, locks). A failed write is reported
-// by the write that completes the commit, as a failed pwrite was before. As a last guard, the
-// database file's shared-memory barrier, which SQLite calls before publishing a new wal-index header,
-// writes anything still held.
+// every other operation on the WAL that SQLite uses (sync, size, truncate, file control, close; SQLite
+// takes no locks on a WAL file). A failed write is reported by the write that completes the commit, as
+// a failed pwrite was before. As a last guard, the database file's shared-memory barrier, which SQLite
+// calls before publishing a new wal-index header, writes anything still held.
 
 #include "KurirWALWrites.h"
 
@@ -148,20 +148,6 @@ static int walFileSize(sqlite3_file *pFile, sqlite3_int64 *size) {
     return file->real->pMethods->xFileSize(file->real, size);
 }
 
-static int walLock(sqlite3_file *pFile, int level) {
-    ShimFile *file = (ShimFile *)pFile;
-    int rc = writeGathered(file);
-    if (rc != SQLITE_OK) return rc;
-    return file->real->pMethods->xLock(file->real, level);
-}
-
-static int walUnlock(sqlite3_file *pFile, int level) {
-    ShimFile *file = (ShimFile *)pFile;
-    int rc = writeGathered(file);
-    if (rc != SQLITE_OK) return rc;
-    return file->real->pMethods->xUnlock(file->real, level);
-}
-
 static int walFileControl(sqlite3_file *pFile, int op, void *argument) {
     ShimFile *file = (ShimFile *)pFile;
     int rc = writeGathered(file);
@@ -277,7 +263,7 @@ static const sqlite3_io_methods databaseMethods = {
 };
 
 static const sqlite3_io_methods walMethods = {
-    3, walClose, walRead, walWrite, walTruncate, walSync, walFileSize, walLock, walUnlock,
+    3, walClose, walRead, walWrite, walTruncate, walSync, walFileSize, passLock, passUnlock,
     passCheckReservedLock, walFileControl, passSectorSize, passDeviceCharacteristics, passShmMap, passShmLock,
     shmBarrier, passShmUnmap, passFetch, passUnfetch,
 };
