@@ -100,7 +100,7 @@ let package = Package(
         .executableTarget(
             name: "kurir-bench",
             dependencies: [
-                "KurirTestSupport", "KurirCore", "KurirJSON", "KurirMQTT", "KurirStore",
+                "KurirTestSupport", "KurirCore", "KurirJSON", "KurirMQTT",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "GRDB", package: "GRDB.swift"),
             ],
