@@ -276,7 +276,7 @@ public final class Store: Sendable {
         let mark = try db.cachedStatement(sql: "UPDATE whatsapp_notifications SET in_flight_since = ? WHERE id = ?")
         let nowText = now.rfc3339
         scan: while records.count < limit && scanned < scanLimit {
-            let excluded = try Self.jsonArray(of: taken)
+            let excluded = Self.jsonArray(of: taken)
             let rows = try Row.fetchAll(select, arguments: [excluded, afterRank, afterID, nowText, page])
             if rows.isEmpty { break }
             for row in rows {
@@ -300,9 +300,36 @@ public final class Store: Sendable {
         return records
     }
 
-    /// `strings` as a JSON array, for `json_each`.
-    static func jsonArray(of strings: Set<String>) throws -> String {
-        String(decoding: try JSONEncoder().encode(strings), as: UTF8.self)
+    /// `strings` as a JSON array, for `json_each`. Written out here because Foundation's `JSONEncoder`
+    /// took 8.6 % of every claim, on the writer's connection (docs/performance.md, change 33).
+    static func jsonArray(of strings: Set<String>) -> String {
+        var json: [UInt8] = [UInt8(ascii: "[")]
+        json.reserveCapacity(2 + strings.reduce(0) { $0 + $1.utf8.count + 3 })
+        for (index, string) in strings.enumerated() {
+            if index > 0 { json.append(UInt8(ascii: ",")) }
+            json.append(UInt8(ascii: "\""))
+            for byte in string.utf8 { appendEscaped(byte, to: &json) }
+            json.append(UInt8(ascii: "\""))
+        }
+        json.append(UInt8(ascii: "]"))
+        return String(decoding: json, as: UTF8.self)
+    }
+
+    /// One byte of a JSON string: the quote, the backslash and control characters escaped, the rest (UTF-8
+    /// included) as it is.
+    private static func appendEscaped(_ byte: UInt8, to json: inout [UInt8]) {
+        switch byte {
+        case UInt8(ascii: "\""), UInt8(ascii: "\\"):
+            json.append(UInt8(ascii: "\\"))
+            json.append(byte)
+        case 0..<0x20:
+            let hex = Array("0123456789abcdef".utf8)
+            json.append(contentsOf: Array("\\u00".utf8))
+            json.append(hex[Int(byte >> 4)])
+            json.append(hex[Int(byte & 0xF)])
+        default:
+            json.append(byte)
+        }
     }
 
     /// Earliest `next_attempt_at` of a retry waiting for its time (nil when none); rows without one are

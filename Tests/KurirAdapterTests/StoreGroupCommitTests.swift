@@ -58,6 +58,19 @@ struct StoreGroupCommitTests {
         #expect(busy.map(\.requestID) == ["solo"])
     }
 
+    /// The busy targets reach SQLite as a JSON array written by the store itself: a target with a quote,
+    /// a backslash, a control character or non-ASCII text must still be excluded by the query, or its
+    /// backlog would use up the scan limit and hide the other target's row.
+    @Test(arguments: ["12\"34", "12\\34", "12\n34\u{1}", "grüße@g.us", "\u{1F4DF}"])
+    func busyTargetsAreExcludedWhateverTheirCharacters(target: String) throws {
+        let dir = try Scratch()
+        let store = try Store(path: dir.database, sync: .normal)
+        _ = try store.accept((0..<150).map { row("w\($0)", target: target) } + [row("solo", target: "SOLO")])
+        let claimed = try store.claimDueInTargetOrder(
+            now: at(1), limit: 5, busyTargets: [target, "OTHER\"\\"], scanLimit: 100)
+        #expect(claimed.map(\.requestID) == ["solo"])
+    }
+
     /// The same when the backlog's target is taken by the claim itself: its head goes out with the others.
     @Test func aTargetTakenInTheSameClaimDoesNotHideOtherTargets() throws {
         let dir = try Scratch()
