@@ -118,7 +118,7 @@ func httpGet(port: Int, path: String) -> String? {
 /// message. The queue limits are off so no run loses messages to them (a persistent session drops
 /// beyond `max_queued_messages`); `max_inflight_messages` keeps mosquitto's default (20), as an
 /// operator's own broker has it (docker/mosquitto.conf sets 100; in three alternating pairs 100 here
-/// moved the ratio by less than the noise, docs/performance.md, session 13). Unlimited, the broker pours
+/// moved the ratio by less than the noise, docs/performance.md, change 32). Unlimited, the broker pours
 /// a whole backlog into kurir's socket ahead of the acknowledgements of kurir's own events, which then
 /// wait behind it. `set_tcp_nodelay`:
 /// without it Nagle's algorithm holds the broker's small writes (events, PUBACKs) for milliseconds.
