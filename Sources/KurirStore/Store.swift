@@ -3,6 +3,7 @@ import GRDB
 import GRDBSQLite
 import KurirCore
 import KurirWALWrites
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -18,6 +19,8 @@ public final class Store: Sendable {
     public let path: String
     private let queue: DatabaseQueue
     private let lockFD: Int32
+    /// Outbox rows the broker acknowledged that no committed deletion has removed yet.
+    private let acknowledgedOutbox = AcknowledgedOutbox()
     private let requestedSync: DatabaseSync
     /// Batches the delivery loop's writes into shared transactions (see `GroupCommitter`).
     private let committer: GroupCommitter
@@ -302,6 +305,11 @@ public final class Store: Sendable {
 
     /// `strings` as a JSON array, for `json_each`. Written out here because Foundation's `JSONEncoder`
     /// took 8.6 % of every claim, on the writer's connection (docs/performance.md, change 33).
+    /// `ids` as a JSON array for `json_each`.
+    static func jsonArray(of ids: [Int64]) -> String {
+        "[" + ids.map(String.init).joined(separator: ",") + "]"
+    }
+
     static func jsonArray(of strings: Set<String>) -> String {
         var json: [UInt8] = [UInt8(ascii: "[")]
         json.reserveCapacity(2 + strings.reduce(0) { $0 + $1.utf8.count + 3 })
@@ -569,10 +577,21 @@ public final class Store: Sendable {
     ///
     /// Losing such a deletion (a crash before the commit) only republishes the event with its same
     /// `event_id`, which subscribers already drop; so the publisher does not wait for a commit per PUBACK.
+    /// The rows acknowledged while one deletion waits for its transaction go with it, in one statement
+    /// (docs/performance.md, change 35).
     public func deleteOutboxLater(id: Int64) {
-        committer.submit("delete outbox") { db in
-            try db.cachedStatement(sql: "DELETE FROM event_outbox WHERE id = ?").execute(arguments: [id])
-        }
+        guard acknowledgedOutbox.add(id) else { return }
+        let deletion = OutboxDeletion(from: acknowledgedOutbox)
+        committer.submit(
+            "delete outbox",
+            { db in
+                try db.cachedStatement(sql: "DELETE FROM event_outbox WHERE id IN (SELECT value FROM json_each(?))")
+                    .execute(arguments: [Self.jsonArray(of: deletion.ids)])
+            },
+            then: { error in
+                // Not committed: the rows wait for the next deletion.
+                if error != nil { deletion.giveBack() }
+            })
     }
 
     /// Number of events waiting in the outbox.
@@ -820,5 +839,63 @@ enum RawInsert {
         DatabaseError(
             resultCode: ResultCode(rawValue: code), message: String(cString: sqlite3_errmsg(db.sqliteConnection)),
             sql: statement.sql)
+    }
+}
+
+/// The outbox rows waiting for one group-committed deletion, and whether that deletion is queued.
+final class AcknowledgedOutbox: Sendable {
+    private struct Pending {
+        var ids: [Int64] = []
+        var deletionQueued = false
+    }
+
+    private let pending = Mutex(Pending())
+
+    /// Adds `id`; true when no deletion is queued yet, so the caller must queue one.
+    func add(_ id: Int64) -> Bool {
+        pending.withLock { pending in
+            pending.ids.append(id)
+            defer { pending.deletionQueued = true }
+            return !pending.deletionQueued
+        }
+    }
+
+    /// Everything added so far; rows added from now on need a new deletion.
+    func take() -> [Int64] {
+        pending.withLock { pending in
+            pending.deletionQueued = false
+            defer { pending.ids.removeAll(keepingCapacity: true) }
+            return pending.ids
+        }
+    }
+
+    /// `ids` were not deleted after all: the next deletion takes them again.
+    func putBack(_ ids: [Int64]) {
+        pending.withLock { $0.ids.append(contentsOf: ids) }
+    }
+}
+
+/// One group-committed deletion: it takes the acknowledged rows when its transaction first runs, and
+/// keeps them if the committer runs it again on its own after a failed batch.
+final class OutboxDeletion: Sendable {
+    private let source: AcknowledgedOutbox
+    private let taken = Mutex<[Int64]?>(nil)
+
+    init(from source: AcknowledgedOutbox) {
+        self.source = source
+    }
+
+    var ids: [Int64] {
+        taken.withLock { taken in
+            if let ids = taken { return ids }
+            let ids = source.take()
+            taken = ids
+            return ids
+        }
+    }
+
+    /// The deletion failed: its rows go back for the next one.
+    func giveBack() {
+        if let ids = taken.withLock({ $0.take() }) { source.putBack(ids) }
     }
 }

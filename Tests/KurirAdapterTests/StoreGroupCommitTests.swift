@@ -180,6 +180,27 @@ struct StoreGroupCommitTests {
         #expect(try reopened.outboxCount() == 0)
     }
 
+    @Test func outboxRowsAcknowledgedTogetherAreDeletedExactly() async throws {
+        let dir = try Scratch()
+        let store = try Store(path: dir.database, sync: .normal)
+        _ = try store.accept([
+            NewDelivery(
+                requestID: "x", route: "r", target: "", message: "", priority: .normal, replyTo: nil,
+                provider: "fonnte", status: .rejected, errorMessage: "bad", createdAt: base,
+                events: (0..<300).map { OutboxEvent(eventID: "e\($0)", topic: "t", payload: [1]) })
+        ])
+        let ids = try store.outbox(after: 0, limit: 1000).map(\.id)
+        #expect(ids.count == 300)
+        // Acknowledgements out of order and with gaps: one statement must delete these rows and no others.
+        let acknowledged = ids.enumerated().filter { $0.offset % 3 != 1 }.map(\.element).reversed()
+        for id in acknowledged { store.deleteOutboxLater(id: id) }
+        _ = try? await store.beginAttemptGrouped(notificationID: 1, provider: .fonnte, at: base)
+        #expect(try store.outbox(after: 0, limit: 1000).map(\.id) == ids.enumerated().filter { $0.offset % 3 == 1 }.map(\.element))
+        for id in ids { store.deleteOutboxLater(id: id) }  // the deleted ones again: no error
+        _ = try? await store.beginAttemptGrouped(notificationID: 1, provider: .fonnte, at: base)
+        #expect(try store.outboxCount() == 0)
+    }
+
     @Test func nextRetryTimeIgnoresRowsDueAtOnce() throws {
         let dir = try Scratch()
         let store = try Store(path: dir.database, sync: .normal)
