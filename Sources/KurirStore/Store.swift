@@ -303,13 +303,13 @@ public final class Store: Sendable {
         return records
     }
 
-    /// `strings` as a JSON array, for `json_each`. Written out here because Foundation's `JSONEncoder`
-    /// took 8.6 % of every claim, on the writer's connection (docs/performance.md, change 33).
-    /// `ids` as a JSON array for `json_each`.
+    /// `ids` as a JSON array, for `json_each`.
     static func jsonArray(of ids: [Int64]) -> String {
         "[" + ids.map(String.init).joined(separator: ",") + "]"
     }
 
+    /// `strings` as a JSON array, for `json_each`. Written out here because Foundation's `JSONEncoder`
+    /// took 8.6 % of every claim, on the writer's connection (docs/performance.md, change 33).
     static func jsonArray(of strings: Set<String>) -> String {
         var json: [UInt8] = [UInt8(ascii: "[")]
         json.reserveCapacity(2 + strings.reduce(0) { $0 + $1.utf8.count + 3 })
