@@ -864,8 +864,9 @@ final class AcknowledgedOutbox: Sendable {
     func take() -> [Int64] {
         pending.withLock { pending in
             pending.deletionQueued = false
-            defer { pending.ids.removeAll(keepingCapacity: true) }
-            return pending.ids
+            let ids = pending.ids
+            pending.ids = []
+            return ids
         }
     }
 
