@@ -61,11 +61,14 @@ final class DeliveryService: Service {
                 while !Task.isShuttingDownGracefully && !Task.isCancelled {
                     let free = maxInFlight - inFlight.value
                     var claimed: [DeliveryRecord] = []
+                    var nextRetry = NextRetry.unknown
                     if free > 0 && (drained || free >= claimBatch) {
                         do {
-                            claimed = try await store.claimDueGrouped(
+                            let claim = try await store.claimDueGrouped(
                                 now: clock.now(), limit: free, busyTargets: busyTargets.snapshot(),
                                 firstAttempt: configuration.chain.first?.provider)
+                            claimed = claim.records
+                            nextRetry = .known(claim.nextRetry)
                         } catch {
                             FatalExit.now("store failed while claiming deliveries: \(error)")
                         }
@@ -83,7 +86,9 @@ final class DeliveryService: Service {
                         }
                     }
                     if claimed.count == free && free > 0 { continue }
-                    await wakeup.wait(upTo: drained ? await sleepDuration(claimedNothing: claimed.isEmpty) : .milliseconds(100))
+                    await wakeup.wait(
+                        upTo: drained
+                            ? await sleepDuration(claimedNothing: claimed.isEmpty, nextRetry) : .milliseconds(100))
                 }
             }
         } onGracefulShutdown: {
@@ -95,9 +100,19 @@ final class DeliveryService: Service {
     ///
     /// Rows due at once need no timer: intake and finishing rounds signal `wakeup`. (Asking for the
     /// earliest due time of every waiting row scanned the whole backlog on each pass.)
-    private func sleepDuration(claimedNothing: Bool) async -> Duration {
-        let next = try? await store.nextRetryTimeGrouped()
+    private func sleepDuration(claimedNothing: Bool, _ nextRetry: NextRetry) async -> Duration {
+        let next: Timestamp?
+        switch nextRetry {
+        case .known(let time): next = time
+        case .unknown: next = try? await store.nextRetryTimeGrouped()
+        }
         return Self.idleWait(nextRetry: next, now: clock.now(), claimedNothing: claimedNothing, idlePoll: idlePoll)
+    }
+
+    /// The earliest waiting retry, when this pass's claim read it (a pass with no free slot claims nothing).
+    private enum NextRetry {
+        case unknown
+        case known(Timestamp?)
     }
 
     /// How long the loop waits for a signal when it claimed all it could.
@@ -144,7 +159,7 @@ final class DeliveryService: Service {
             // Gateways skipped inside `next()` (message too long) left refused attempts to record.
             while recorded < round.attempts.count {
                 if let completion = pendingCompletion {
-                    try await store.completeAttemptGrouped(completion, of: record.id)
+                    try await completeAttempt(completion, of: record)
                     pendingCompletion = nil
                 }
                 try await recordSkipped(
@@ -157,7 +172,7 @@ final class DeliveryService: Service {
                 let provider = configuration.chain[index].provider
                 if let completion = pendingCompletion {
                     // Queued ahead of the next attempt's row, in the same or an earlier transaction.
-                    try await store.completeAttemptGrouped(completion, of: record.id)
+                    try await completeAttempt(completion, of: record)
                     pendingCompletion = nil
                 }
                 // Group-committed with the other rounds' writes, and committed before the request goes out.
@@ -222,10 +237,17 @@ final class DeliveryService: Service {
             attemptID = try await store.beginAttemptGrouped(
                 notificationID: record.id, provider: attempt.provider, at: clock.now())
         }
-        try await store.completeAttemptGrouped(
+        try await completeAttempt(
             CompletedAttempt(attemptID: attemptID, result: attempt, events: failoverEvents(&round, record)),
-            of: record.id)
+            of: record)
         log(round.drainLogLines())
+    }
+
+    /// Records a finished attempt of a round still going on; its `failover` events go out once committed,
+    /// not with the round's end (the next gateway may take seconds).
+    private func completeAttempt(_ completion: CompletedAttempt, of record: DeliveryRecord) async throws {
+        try await store.completeAttemptGrouped(completion, of: record.id)
+        if !completion.events.isEmpty { outboxWakeup.signal() }
     }
 
     private func failoverEvents(_ round: inout FailoverRound, _ record: DeliveryRecord) -> [OutboxEvent] {

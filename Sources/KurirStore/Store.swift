@@ -245,13 +245,18 @@ public final class Store: Sendable {
     /// `firstAttempt`: for each claimed row on its first round (no attempts yet), also insert an attempt
     /// of this provider with NULL outcome, in the same transaction, and return its id in
     /// `DeliveryRecord.pendingAttempt`; the round uses it for its first attempt instead of a commit of its own.
+    ///
+    /// A claim that takes fewer than `limit` rows also reads `nextRetryTime` in its transaction: the
+    /// delivery loop sleeps until then, and asking in a job of its own cost it a second group transaction.
     public func claimDueGrouped(
         now: Timestamp, limit: Int, busyTargets: Set<String>, firstAttempt: Provider?, scanLimit: Int = 20_000
-    ) async throws(StoreError) -> [DeliveryRecord] {
-        guard limit > 0 else { return [] }
-        return try await committer.run("claim") { db in
-            try Self.claim(now, limit, busyTargets, scanLimit, firstAttempt: firstAttempt, db)
+    ) async throws(StoreError) -> DueClaim {
+        guard limit > 0 else { return DueClaim(records: [], nextRetry: nil) }
+        let (records, nextRetryText) = try await committer.run("claim") { db in
+            let records = try Self.claim(now, limit, busyTargets, scanLimit, firstAttempt: firstAttempt, db)
+            return (records, records.count < limit ? try Self.nextRetryText(db) : nil)
         }
+        return DueClaim(records: records, nextRetry: try parseRetryTime(nextRetryText))
     }
 
     private static func claim(
@@ -352,12 +357,13 @@ public final class Store: Sendable {
     }
 
     private static func nextRetryText(_ db: Database) throws -> String? {
+        // Cached: the delivery loop asks on every idle pass, and preparing it cost more than running it.
         try String.fetchOne(
-            db,
-            sql: """
-                SELECT MIN(next_attempt_at) FROM whatsapp_notifications
-                WHERE status IN ('pending', 'retrying') AND in_flight_since IS NULL AND next_attempt_at IS NOT NULL
-                """)
+            db.cachedStatement(
+                sql: """
+                    SELECT MIN(next_attempt_at) FROM whatsapp_notifications
+                    WHERE status IN ('pending', 'retrying') AND in_flight_since IS NULL AND next_attempt_at IS NOT NULL
+                    """))
     }
 
     private func parseRetryTime(_ text: String?) throws(StoreError) -> Timestamp? {
@@ -464,8 +470,8 @@ public final class Store: Sendable {
 
     private static func hasUnknownAttempt(_ notificationID: Int64, _ db: Database) throws -> Bool {
         try Bool.fetchOne(
-            db,
-            sql: "SELECT EXISTS (SELECT 1 FROM whatsapp_attempts WHERE notification_id = ? AND outcome = 'unknown')",
+            db.cachedStatement(
+                sql: "SELECT EXISTS (SELECT 1 FROM whatsapp_attempts WHERE notification_id = ? AND outcome = 'unknown')"),
             arguments: [notificationID]) ?? false
     }
 
@@ -630,7 +636,7 @@ public final class Store: Sendable {
 
     private static func attempts(_ notificationID: Int64, _ db: Database) throws -> [AttemptRow] {
         try Row.fetchAll(
-            db, sql: "SELECT * FROM whatsapp_attempts WHERE notification_id = ? ORDER BY id",
+            db.cachedStatement(sql: "SELECT * FROM whatsapp_attempts WHERE notification_id = ? ORDER BY id"),
             arguments: [notificationID]
         ).map { row in
             AttemptRow(

@@ -290,6 +290,15 @@ public struct FinishedRound: Sendable, Equatable {
 }
 
 /// A gateway attempt's outcome waiting to be written (see `Store.finishRoundGrouped`).
+/// What `Store.claimDueGrouped` took.
+public struct DueClaim: Sendable {
+    /// The rows claimed, marked in flight.
+    public var records: [DeliveryRecord]
+    /// When fewer rows than asked were claimed: the earliest `next_attempt_at` of a retry waiting for
+    /// its time (nil when none). Not read (nil) when the claim took all it was asked for.
+    public var nextRetry: Timestamp?
+}
+
 public struct CompletedAttempt: Sendable, Equatable {
     /// The attempt row `beginAttempt` returned.
     public var attemptID: Int64

@@ -101,7 +101,7 @@ struct StoreDeferredSyncTests {
         _ = try store.accept([row("a")])
         let claimed = try await store.claimDueGrouped(
             now: base, limit: 1, busyTargets: [], firstAttempt: .fonnte)
-        #expect(claimed.count == 1)
+        #expect(claimed.records.count == 1)
         #expect(store.synchronousMode == .full)
         _ = try store.accept([row("b")])
         #expect(store.deferredSync.map { !$0.owesSync } ?? false, "the intake's fsync pays the debt")

@@ -228,7 +228,7 @@ struct StoreGroupCommitTests {
         try store.finishRound(
             notificationID: first[0].id, status: .retrying, provider: "fonnte", failover: false, errorMessage: "x",
             sentAt: nil, nextAttemptAt: at(2), retries: 1, at: at(1), events: [])
-        let claimed = try await store.claimDueGrouped(now: at(3), limit: 10, busyTargets: [], firstAttempt: .wablas)
+        let claimed = try await store.claimDueGrouped(now: at(3), limit: 10, busyTargets: [], firstAttempt: .wablas).records
         #expect(claimed.map(\.requestID) == ["r1", "r2"])
         let premade = try #require(claimed[0].pendingAttempt?.id)
         #expect(claimed[1].pendingAttempt == nil)
@@ -256,7 +256,7 @@ struct StoreGroupCommitTests {
         var finished = 0
         let deadline = ContinuousClock.now.advanced(by: .seconds(60))
         while finished < 3 * perThread && ContinuousClock.now < deadline {
-            let batch = try await store.claimDueGrouped(now: at(1), limit: 16, busyTargets: [], firstAttempt: .fonnte)
+            let batch = try await store.claimDueGrouped(now: at(1), limit: 16, busyTargets: [], firstAttempt: .fonnte).records
             claimed += batch.count
             for record in batch {
                 try await store.finishRoundGrouped(

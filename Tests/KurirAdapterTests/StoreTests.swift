@@ -224,6 +224,30 @@ struct StoreTests {
         #expect(try store.recoverInterrupted(now: at(11)) == 0)
     }
 
+    /// The delivery loop sleeps until the earliest waiting retry; a claim that came up short reads it in
+    /// its own transaction, one that took all it was asked for does not.
+    @Test func aShortClaimAlsoReadsTheNextRetry() async throws {
+        let dir = try Scratch()
+        let store = try Store(path: dir.database, sync: .normal)
+        _ = try store.accept([delivery("r1"), delivery("r2")])
+        let first = try store.claimDueInTargetOrder(now: at(1), limit: 1, busyTargets: [])
+        try store.finishRound(
+            notificationID: first[0].id, status: .retrying, provider: "fonnte", failover: false,
+            errorMessage: "timeout", sentAt: nil, nextAttemptAt: at(300), retries: 1, at: at(2), events: [])
+
+        let full = try await store.claimDueGrouped(now: at(3), limit: 1, busyTargets: [], firstAttempt: nil)
+        #expect(full.records.map(\.requestID) == ["r2"])
+        #expect(full.nextRetry == nil)
+
+        let short = try await store.claimDueGrouped(now: at(4), limit: 5, busyTargets: [], firstAttempt: nil)
+        #expect(short.records.isEmpty)
+        #expect(short.nextRetry == at(300))
+
+        let due = try await store.claimDueGrouped(now: at(300), limit: 5, busyTargets: [], firstAttempt: nil)
+        #expect(due.records.map(\.requestID) == ["r1"])
+        #expect(due.nextRetry == nil, "the only waiting retry was just claimed")
+    }
+
     @Test func finishRoundRecordsTheOutcomeAndSchedulesRetries() throws {
         let dir = try Scratch()
         let store = try Store(path: dir.database, sync: .normal)
