@@ -18,6 +18,10 @@ final class DeliveryService: Service {
     private let outboxWakeup: Wakeup
     private let maxInFlight: Int
     private let idlePoll: Duration = .seconds(1)
+    /// False while the last claim took every due row (`DueClaim.tookEveryDueRow`): a round's end then frees
+    /// nothing a claim could take and does not wake the loop, which at low load ran a claim transaction
+    /// for nothing after every request (docs/performance.md, change 38).
+    private let roundEndsWakeLoop = Atomic<Bool>(true)
 
     init(
         configuration: KurirConfiguration, store: Store, caller: GatewayCaller, clock: any WallClock,
@@ -59,6 +63,9 @@ final class DeliveryService: Service {
         await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
                 while !Task.isShuttingDownGracefully && !Task.isCancelled {
+                    // Set before `free` is read: a round ending from here on wakes the loop, unless this
+                    // pass's claim turns out to have taken every due row.
+                    roundEndsWakeLoop.store(true, ordering: .sequentiallyConsistent)
                     let free = maxInFlight - inFlight.value
                     var claimed: [DeliveryRecord] = []
                     var nextRetry = NextRetry.unknown
@@ -69,6 +76,7 @@ final class DeliveryService: Service {
                                 firstAttempt: configuration.chain.first?.provider)
                             claimed = claim.records
                             nextRetry = .known(claim.nextRetry)
+                            if claim.tookEveryDueRow { roundEndsWakeLoop.store(false, ordering: .sequentiallyConsistent) }
                         } catch {
                             FatalExit.now("store failed while claiming deliveries: \(error)")
                         }
@@ -81,7 +89,7 @@ final class DeliveryService: Service {
                             await self.deliver(record) {
                                 busyTargets.remove(record.target)
                                 inFlight.add(-1)
-                                self.wakeup.signal()
+                                if self.roundEndsWakeLoop.load(ordering: .sequentiallyConsistent) { self.wakeup.signal() }
                             }
                         }
                     }
@@ -267,10 +275,15 @@ final class DeliveryService: Service {
         ended: @escaping @Sendable () -> Void
     ) async throws {
         let outboxWakeup = self.outboxWakeup
-        let committed: @Sendable (StoreError?) -> Void = { error in
-            if let error { FatalExit.now("store failed during a delivery: \(error)") }
-            outboxWakeup.signal()
-            ended()
+        let deliveryWakeup = self.wakeup
+        func committed(schedulingRetry: Bool) -> @Sendable (StoreError?) -> Void {
+            { error in
+                if let error { FatalExit.now("store failed during a delivery: \(error)") }
+                outboxWakeup.signal()
+                ended()
+                // The loop sleeps until the earliest retry it knew of; this one may come sooner.
+                if schedulingRetry { deliveryWakeup.signal() }
+            }
         }
         let now = clock.now()
         let prefix = configuration.mqtt.resultPrefix
@@ -290,7 +303,7 @@ final class DeliveryService: Service {
                     failover: result.failover, errorMessage: nil, sentAt: now, nextAttemptAt: nil,
                     retries: record.retries, at: now,
                     events: OutboxEvents.make(event, prefix: prefix, replyTo: record.replyTo)),
-                completing: completing, then: committed)
+                completing: completing, then: committed(schedulingRetry: false))
             return
         }
         let retriesLeft = configuration.retry.maxRetries - record.retries
@@ -311,7 +324,7 @@ final class DeliveryService: Service {
                 provider: result.provider.rawValue, failover: false, errorMessage: result.errorMessage, sentAt: nil,
                 nextAttemptAt: retryAt, retries: retryAt == nil ? record.retries : record.retries + 1, at: now,
                 events: OutboxEvents.make(event, prefix: prefix, replyTo: retryAt == nil ? record.replyTo : nil)),
-            completing: completing, then: committed)
+            completing: completing, then: committed(schedulingRetry: retryAt != nil))
     }
 
     private func log(_ lines: [String]) {

@@ -235,7 +235,7 @@ public final class Store: Sendable {
     ) throws(StoreError) -> [DeliveryRecord] {
         guard limit > 0 else { return [] }
         return try write("claim") { db in
-            try Self.claim(now, limit, busyTargets, scanLimit, firstAttempt: nil, db)
+            try Self.claim(now, limit, busyTargets, scanLimit, firstAttempt: nil, db).records
         }
     }
 
@@ -251,19 +251,30 @@ public final class Store: Sendable {
     public func claimDueGrouped(
         now: Timestamp, limit: Int, busyTargets: Set<String>, firstAttempt: Provider?, scanLimit: Int = 20_000
     ) async throws(StoreError) -> DueClaim {
-        guard limit > 0 else { return DueClaim(records: [], nextRetry: nil) }
-        let (records, nextRetryText) = try await committer.run("claim") { db in
-            let records = try Self.claim(now, limit, busyTargets, scanLimit, firstAttempt: firstAttempt, db)
-            return (records, records.count < limit ? try Self.nextRetryText(db) : nil)
+        guard limit > 0 else { return DueClaim(records: [], nextRetry: nil, tookEveryDueRow: false) }
+        let (scan, nextRetryText) = try await committer.run("claim") { db in
+            let scan = try Self.claim(now, limit, busyTargets, scanLimit, firstAttempt: firstAttempt, db)
+            return (scan, scan.records.count < limit ? try Self.nextRetryText(db) : nil)
         }
-        return DueClaim(records: records, nextRetry: try parseRetryTime(nextRetryText))
+        return DueClaim(
+            records: scan.records, nextRetry: try parseRetryTime(nextRetryText), tookEveryDueRow: scan.tookEveryDueRow)
+    }
+
+    /// The rows one claim took, and whether they are every row that was due: its first page of the queue
+    /// held all of them, with no target given as busy and none met twice.
+    private struct ClaimScan: Sendable {
+        var records: [DeliveryRecord] = []
+        var tookEveryDueRow = false
     }
 
     private static func claim(
         _ now: Timestamp, _ limit: Int, _ busyTargets: Set<String>, _ scanLimit: Int, firstAttempt: Provider?,
         _ db: Database
-    ) throws -> [DeliveryRecord] {
+    ) throws -> ClaimScan {
         var records: [DeliveryRecord] = []
+        var pages = 0
+        var passedOver = !busyTargets.isEmpty
+        var exhausted = false
         var taken = busyTargets
         var afterRank = -1
         var afterID: Int64 = 0
@@ -286,13 +297,20 @@ public final class Store: Sendable {
         scan: while records.count < limit && scanned < scanLimit {
             let excluded = Self.jsonArray(of: taken)
             let rows = try Row.fetchAll(select, arguments: [excluded, afterRank, afterID, nowText, page])
-            if rows.isEmpty { break }
+            pages += 1
+            if rows.isEmpty {
+                exhausted = true
+                break
+            }
             for row in rows {
                 scanned += 1
                 afterRank = row[Self.claimRankColumn]
                 afterID = row[0]
                 let target: String = row[3]
-                guard !taken.contains(target) else { continue }
+                guard !taken.contains(target) else {
+                    passedOver = true
+                    continue
+                }
                 taken.insert(target)
                 var record = try Self.record(row)
                 try mark.execute(arguments: [nowText, record.id])
@@ -303,9 +321,13 @@ public final class Store: Sendable {
                 records.append(record)
                 if records.count == limit { break scan }
             }
-            if rows.count < page { break }
+            if rows.count < page {
+                exhausted = true
+                break
+            }
         }
-        return records
+        // Later pages leave out the targets taken on earlier ones in SQL, unseen: only a first page tells.
+        return ClaimScan(records: records, tookEveryDueRow: exhausted && pages == 1 && !passedOver)
     }
 
     /// `ids` as a JSON array, for `json_each`.

@@ -297,6 +297,10 @@ public struct DueClaim: Sendable {
     /// When fewer rows than asked were claimed: the earliest `next_attempt_at` of a retry waiting for
     /// its time (nil when none). Not read (nil) when the claim took all it was asked for.
     public var nextRetry: Timestamp?
+    /// Every row due at the claim's time is in `records`: none waits for a target with a round in
+    /// flight (no busy targets were given, and no target had two due rows) or for a free slot. Until
+    /// more rows arrive, a round's end then frees nothing another claim could take.
+    public var tookEveryDueRow: Bool
 }
 
 public struct CompletedAttempt: Sendable, Equatable {

@@ -248,6 +248,37 @@ struct StoreTests {
         #expect(due.nextRetry == nil, "the only waiting retry was just claimed")
     }
 
+    /// A round's end wakes the delivery loop only when a claim could take something more; the claim
+    /// says whether every due row is already in flight.
+    @Test func aClaimTellsWhetherItTookEveryDueRow() async throws {
+        let dir = try Scratch()
+        let store = try Store(path: dir.database, sync: .normal)
+        _ = try store.accept([delivery("a1"), delivery("b1")])
+        let both = try await store.claimDueGrouped(now: at(1), limit: 10, busyTargets: [], firstAttempt: nil)
+        #expect(both.records.count == 2)
+        #expect(both.tookEveryDueRow)
+
+        _ = try store.accept([delivery("c1"), delivery("c2", target: ownTarget(for: "c1"))])
+        let sameTarget = try await store.claimDueGrouped(now: at(2), limit: 10, busyTargets: [], firstAttempt: nil)
+        #expect(sameTarget.records.map(\.requestID) == ["c1"])
+        #expect(!sameTarget.tookEveryDueRow, "c2 waits for c1's round")
+
+        _ = try store.accept([delivery("d1"), delivery("e1")])
+        let busy = try await store.claimDueGrouped(
+            now: at(3), limit: 10, busyTargets: [ownTarget(for: "c1")], firstAttempt: nil)
+        #expect(busy.records.map(\.requestID) == ["d1", "e1"])
+        #expect(!busy.tookEveryDueRow, "rows of a busy target are left out unseen")
+
+        _ = try store.accept([delivery("f1"), delivery("g1")])
+        let short = try await store.claimDueGrouped(now: at(4), limit: 1, busyTargets: [], firstAttempt: nil)
+        #expect(short.records.map(\.requestID) == ["c2"])
+        #expect(!short.tookEveryDueRow, "two rows wait for a slot")
+
+        let rest = try await store.claimDueGrouped(now: at(5), limit: 10, busyTargets: [], firstAttempt: nil)
+        #expect(rest.records.map(\.requestID) == ["f1", "g1"])
+        #expect(rest.tookEveryDueRow)
+    }
+
     @Test func finishRoundRecordsTheOutcomeAndSchedulesRetries() throws {
         let dir = try Scratch()
         let store = try Store(path: dir.database, sync: .normal)
