@@ -75,7 +75,7 @@ final class DeliveryService: Service {
                                 now: clock.now(), limit: free, busyTargets: busyTargets.snapshot(),
                                 firstAttempt: configuration.chain.first?.provider)
                             claimed = claim.records
-                            nextRetry = .known(claim.nextRetry)
+                            if claimed.count < free { nextRetry = .known(claim.nextRetry) }
                             if claim.tookEveryDueRow { roundEndsWakeLoop.store(false, ordering: .sequentiallyConsistent) }
                         } catch {
                             FatalExit.now("store failed while claiming deliveries: \(error)")

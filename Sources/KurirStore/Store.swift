@@ -263,8 +263,8 @@ public final class Store: Sendable {
     /// The rows one claim took, and whether they are every row that was due: its first page of the queue
     /// held all of them, with no target given as busy and none met twice.
     private struct ClaimScan: Sendable {
-        var records: [DeliveryRecord] = []
-        var tookEveryDueRow = false
+        var records: [DeliveryRecord]
+        var tookEveryDueRow: Bool
     }
 
     private static func claim(
