@@ -289,7 +289,6 @@ public struct FinishedRound: Sendable, Equatable {
     }
 }
 
-/// A gateway attempt's outcome waiting to be written (see `Store.finishRoundGrouped`).
 /// What `Store.claimDueGrouped` took.
 public struct DueClaim: Sendable {
     /// The rows claimed, marked in flight.
@@ -303,6 +302,7 @@ public struct DueClaim: Sendable {
     public var tookEveryDueRow: Bool
 }
 
+/// A gateway attempt's outcome waiting to be written (see `Store.finishRoundGrouped`).
 public struct CompletedAttempt: Sendable, Equatable {
     /// The attempt row `beginAttempt` returned.
     public var attemptID: Int64
