@@ -8,9 +8,9 @@ import Synchronization
 /// reaches `<point>`, with no clean-up at all, as `kill -9` would at exactly that instant. In release
 /// builds every call is an empty inline function and the variable is ignored.
 enum CrashPoint: String, CaseIterable {
-    /// Inside the MQTT message callback, before the request's rows are committed (no PUBACK yet).
+    /// On the MQTT network thread after a read of requests, before their rows are committed (no PUBACK yet).
     case intakeBeforeCommit = "intake-before-commit"
-    /// Inside the MQTT message callback, after the commit, before the callback returns (no PUBACK yet).
+    /// On the MQTT network thread after the read's commit, before its PUBACKs are written.
     case intakeAfterCommit = "intake-after-commit"
     /// After the attempt row was committed, before the HTTP request leaves.
     case beforeHTTP = "before-http"

@@ -25,7 +25,6 @@ final class MQTTConnectionService: Service {
         // A refused login is said once by the connect handler; the disconnect that follows it says nothing.
         let refused = LoginRefused()
         client.setMessageHandler { message in intake.handle(message) }
-        client.setAroundReadingHandler { read in intake.reading(read) }
         client.setBeforeAcknowledgingHandler { intake.acknowledging() }
         client.setConnectHandler { code, reason in
             refused.flag.store(code != 0, ordering: .relaxed)

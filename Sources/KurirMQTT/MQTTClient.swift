@@ -103,18 +103,10 @@ public final class MQTTClient: @unchecked Sendable {
     /// Sets a handler the network thread runs after it has handled the messages waiting on the socket and
     /// before it writes their PUBACKs; set it before `start`. With it the client drives libmosquitto's
     /// loop itself (read what is waiting, this handler, write) instead of `mosquitto_loop_forever`, so one
-    /// call covers every message read in one go: kurir's intake fsyncs the requests it committed there.
+    /// call covers every message read in one go: kurir's intake commits (and in FULL fsyncs) the requests
+    /// it read there.
     public func setBeforeAcknowledgingHandler(_ handler: @escaping @Sendable () -> Void) {
         box.handlers.withLock { $0.beforeAcknowledging = handler }
-    }
-
-    /// With a before-acknowledging handler: wraps each read of the messages waiting on the socket, so
-    /// every message handler call of one read runs inside one call of `handler`, which must call the
-    /// closure it is given exactly once. Set it before `start`. kurir holds its database writer across
-    /// the read, so its per-request intake commits follow each other instead of alternating with the
-    /// delivery bookkeeping.
-    public func setAroundReadingHandler(_ handler: @escaping @Sendable (_ read: () -> Void) -> Void) {
-        box.handlers.withLock { $0.aroundReading = handler }
     }
 
     public func setPublishedHandler(_ handler: @escaping @Sendable (Int32) -> Void) {
@@ -287,7 +279,6 @@ private final class CallbackBox: Sendable {
         var published: (@Sendable (Int32) -> Void)?
         var failure: (@Sendable (String, Duration) -> Void)?
         var beforeAcknowledging: (@Sendable () -> Void)?
-        var aroundReading: (@Sendable (() -> Void) -> Void)?
     }
 
     let handlers = Mutex(Handlers())
@@ -357,7 +348,7 @@ private enum NetworkLoop {
             // `stop()` gave up waiting and the client may be gone: the handle is ours to free.
             if !ended { mosquitto_destroy(handle) }
         }
-        let (beforeAcknowledging, aroundReading) = box.handlers.withLock { ($0.beforeAcknowledging, $0.aroundReading) }
+        let beforeAcknowledging = box.handlers.withLock { $0.beforeAcknowledging }
         var delay = 1
         var pending = initialFailure
         var lostQuietly = false
@@ -377,9 +368,7 @@ private enum NetworkLoop {
             let started = ContinuousClock.now
             let rc: Int32
             if let beforeAcknowledging {
-                (rc, lostQuietly) = serve(
-                    handle, box: box, aroundReading: aroundReading ?? { read in read() },
-                    beforeAcknowledging: beforeAcknowledging)
+                (rc, lostQuietly) = serve(handle, box: box, beforeAcknowledging: beforeAcknowledging)
             } else {
                 rc = mosquitto_loop_forever(handle, 1000, 1)
             }
@@ -401,9 +390,7 @@ private enum NetworkLoop {
     /// the message handler, and libmosquitto, threaded, only queues its PUBACK), runs `beforeAcknowledging`,
     /// then writes what is queued. Returns on an error or on `stop()`, with whether the connection had
     /// been up (the disconnect handler has reported its loss then).
-    private static func serve(
-        _ handle: OpaquePointer, box: CallbackBox, aroundReading: (() -> Void) -> Void, beforeAcknowledging: () -> Void
-    ) -> (Int32, Bool) {
+    private static func serve(_ handle: OpaquePointer, box: CallbackBox, beforeAcknowledging: () -> Void) -> (Int32, Bool) {
         var wasConnected = false
         while true {
             wasConnected = wasConnected || box.connected.load(ordering: .acquiring)
@@ -418,8 +405,7 @@ private enum NetworkLoop {
             var watched = pollfd(fd: socket, events: events, revents: 0)
             _ = poll(&watched, 1, pollMilliseconds)
             if watched.revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 {
-                var rc = MOSQ_ERR_SUCCESS.rawValue
-                aroundReading { rc = readWaiting(handle, socket: socket) }
+                let rc = readWaiting(handle, socket: socket)
                 // Also after a failed read: the messages handled before it are covered either way.
                 beforeAcknowledging()
                 guard rc == MOSQ_ERR_SUCCESS.rawValue else { return (rc, wasConnected) }

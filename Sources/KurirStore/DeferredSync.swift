@@ -6,8 +6,8 @@ import Synchronization
 /// that puts them there.
 ///
 /// FULL's promise is about the intake: a request is on disk before the broker gets its PUBACK. The
-/// intake commits at `synchronous=NORMAL` inside the message callback and the network thread syncs the
-/// WAL once for every request it read in one go, before writing their PUBACKs (`Store.syncAccepted`).
+/// intake commits the requests the network thread read in one go at `synchronous=NORMAL` and then syncs
+/// the WAL once for all of them, before their PUBACKs are written (`Store.syncAccepted`).
 /// The delivery bookkeeping (claims, attempt rows, outcomes, outbox rows and deletions) runs in the
 /// group committer's transactions at NORMAL too, without an fsync of its own: the WAL is written in
 /// order, so the next intake's fsync puts every earlier commit on disk as well. When no intake comes
@@ -53,8 +53,7 @@ final class DeferredSync: Sendable {
     /// Runs `body` in a transaction at synchronous=NORMAL on `queue`, whose connection is at FULL
     /// otherwise, and puts FULL back before anything else runs on it. The commit is owed a `sync`.
     func transaction<T>(on queue: DatabaseQueue, _ body: (Database) throws -> T) throws -> T {
-        // Reentrant: the intake runs it inside `Store.holdingWriter`.
-        try queue.unsafeReentrantWrite { db in
+        try queue.writeWithoutTransaction { db in
             try db.cachedStatement(sql: "PRAGMA synchronous = NORMAL").execute()
             deferring.store(true, ordering: .releasing)
             var result: T?

@@ -1,10 +1,9 @@
 import GRDB
 
 extension DatabaseQueue {
-    /// `body` in one `immediateTransaction` on the writer. Reentrant: the intake's `accept` runs inside
-    /// `Store.holdingWriter`.
+    /// `body` in one `immediateTransaction` on the writer.
     func immediateWrite<T>(_ body: (Database) throws -> T) throws -> T {
-        try unsafeReentrantWrite { db in try db.immediateTransaction { try body(db) } }
+        try writeWithoutTransaction { db in try db.immediateTransaction { try body(db) } }
     }
 }
 

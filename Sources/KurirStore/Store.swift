@@ -12,7 +12,8 @@ import Synchronization
 /// kurir's SQLite database: intake, claims, attempts and the event outbox.
 ///
 /// One `DatabaseQueue` serialises every access; each method is one short transaction and is safe to
-/// call from any thread (intake calls `accept` synchronously inside the MQTT message callback).
+/// call from any thread (the intake calls `accept` synchronously on the MQTT network thread, before the
+/// PUBACKs of the requests it commits).
 /// Times are stored as fixed-width `Timestamp.rfc3339` text, so comparing text compares times.
 public final class Store: Sendable {
     /// The database file.
@@ -135,7 +136,7 @@ public final class Store: Sendable {
 
     /// One transaction: INSERT OR IGNORE each delivery (UNIQUE(request_id,target)); for each row actually
     /// inserted also insert its events. Returns, per delivery, whether it was inserted. Synchronous:
-    /// called inside the MQTT message callback.
+    /// kurir's network thread calls it once per read of requests, before their PUBACKs.
     ///
     /// `deferringSync`: in FULL, commit at NORMAL and leave the fsync to `syncAccepted()`, which the caller
     /// must call before it acknowledges the request (kurir's network thread does, once for every request
@@ -147,14 +148,6 @@ public final class Store: Sendable {
         } catch {
             throw Self.map(error, "accept")
         }
-    }
-
-    /// Runs `body` holding the writer connection: other writes (the group committer's transactions)
-    /// wait until it returns, and `accept` calls inside it run at once. The intake holds it while it reads
-    /// the requests waiting on its socket, so their commits follow each other instead of each waiting
-    /// for, and then waking, a group transaction (two thread switches per request, perf and strace).
-    public func holdingWriter(_ body: () -> Void) {
-        queue.unsafeReentrantWrite { _ in body() }
     }
 
     /// Puts every request accepted with `deferringSync` so far on disk (an `fdatasync` of the WAL, which
