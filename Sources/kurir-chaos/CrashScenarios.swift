@@ -45,11 +45,14 @@ extension Suite {
         integrity(world, &f)
     }
 
-    /// Deterministic crash points (debug builds): kurir `_exit`s at the 5th hit, restarts clean.
+    /// Deterministic crash points (debug builds): kurir `_exit`s at the 5th hit (the intake's points: the
+    /// 1st, for the intake commits once per read of requests and the 40 may arrive in one read), restarts
+    /// clean.
     func crashPoint(_ point: String, _ f: inout Figures) async throws {
         let world = try await world("crash-\(point)")
         let requests = (0..<n(40)).map { ChaosRequest.simple($0, scenario: "cp") }
-        try await world.startKurir(extra: ["KURIR_CRASH_AT": "\(point):5"])
+        let hit = point.hasPrefix("intake-") ? 1 : 5
+        try await world.startKurir(extra: ["KURIR_CRASH_AT": "\(point):\(hit)"])
         let acked = await world.producer.publishAll(requests, timeout: .seconds(60))
         let status = await world.reapKurir(timeout: .seconds(30))
         f.bar(status == 86, "kurir did not stop at the crash point (status \(String(describing: status)))")
