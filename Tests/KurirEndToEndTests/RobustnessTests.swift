@@ -135,6 +135,36 @@ struct RobustnessTests {
         }
     }
 
+    /// The broker sends what queued while kurir was down at once, so kurir's network thread reads it in one
+    /// go and the intake commits it in one transaction: each request once, in the order published, the
+    /// first of two repeats kept, an invalid one rejected among them.
+    @Test("requests queued while kurir was down: committed once each, in order, the first of a repeat kept")
+    func queuedWhileDown() async throws {
+        try await withWorld { world in
+            try await world.events.waitUntilSubscribed()
+            try await world.startKurir()  // creates the persistent session
+            #expect(await world.stopKurir() == 0)
+            for i in 1...10 {
+                try await world.publish("t", #"{"id":"q-\#(i)","target":"08123400000\#(i % 10)","message":"m-\#(i)"}"#)
+            }
+            try await world.publish("t", #"{"id":"q-3","target":"081234000003","message":"repeat"}"#)
+            try await world.publish("t", #"{"id":"q-bad","target":"081234000009"}"#)
+            try await world.publish("t", #"{"id":"q-multi","target":["081211110001","081211110002"],"message":"multi"}"#)
+            try await world.startKurir()
+            try await world.events.wait(for: "delivered", count: 12)
+            try await world.events.wait(for: "rejected", count: 1)
+            #expect(await world.stopKurir() == 0)
+
+            let rows = try world.rows().sorted { $0.id < $1.id }
+            let expected = (1...10).map { "q-\($0)" } + ["q-bad", "q-multi", "q-multi"]
+            #expect(rows.map(\.requestID) == expected)
+            #expect(rows.first { $0.requestID == "q-3" }?.message == "m-3")
+            #expect(rows.first { $0.requestID == "q-bad" }?.status == "rejected")
+            let toThree = world.gateways.requests(.fonnte).filter { $0.fields["target"] == "6281234000003" }
+            #expect(toThree.map { $0.fields["message"] } == ["m-3"])
+        }
+    }
+
     @Test("a second kurir on the same database exits 1 within a second, naming the lock")
     func secondInstance() async throws {
         try await withWorld { world in
