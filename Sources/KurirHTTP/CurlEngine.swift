@@ -228,12 +228,18 @@ final class CurlEngine: @unchecked Sendable {
     }
 }
 
-/// One reusable easy handle and the error buffer it writes into.
+/// One reusable easy handle, the error buffer it writes into, and the options it keeps between transfers.
 ///
 /// Freed on the curl thread, after it has been removed from the multi handle.
 private final class EasyHandle {
     let handle: UnsafeMutableRawPointer
     let errorBuffer: UnsafeMutablePointer<CChar>
+    /// The URL, headers and timeouts its options were set for: the next request with the same ones
+    /// (most requests: one gateway, one token) sets only its body and callbacks. Resetting and setting
+    /// every option again was about a twentieth of the curl thread (docs/performance.md, change 42).
+    var shape: RequestShape?
+    /// curl keeps this pointer (CURLOPT_HTTPHEADER) for as long as the options stay.
+    var headerList: UnsafeMutablePointer<curl_slist>?
 
     init?() {
         guard let handle = curl_easy_init() else { return nil }
@@ -244,7 +250,16 @@ private final class EasyHandle {
 
     deinit {
         curl_easy_cleanup(handle)
+        curl_slist_free_all(headerList)
         errorBuffer.deallocate()
+    }
+
+    /// Back to curl's defaults, for a request of another shape (or after a failed set-up).
+    func reset() {
+        curl_easy_reset(handle)
+        curl_slist_free_all(headerList)
+        headerList = nil
+        shape = nil
     }
 
     var errorText: String {
@@ -253,7 +268,27 @@ private final class EasyHandle {
     }
 }
 
-/// One transfer in flight: what curl points into (header list, write target) lives here
+/// What the options a handle keeps between transfers depend on: everything of a request but its body.
+private struct RequestShape {
+    let url: String
+    let headers: [(name: String, value: String)]
+    let timeout: Duration
+    let connectTimeout: Duration
+
+    init(_ request: HTTPRequest) {
+        url = request.url
+        headers = request.headers
+        timeout = request.timeout
+        connectTimeout = request.connectTimeout
+    }
+
+    func matches(_ request: HTTPRequest) -> Bool {
+        url == request.url && timeout == request.timeout && connectTimeout == request.connectTimeout
+            && headers.elementsEqual(request.headers) { $0.name == $1.name && $0.value == $1.value }
+    }
+}
+
+/// One transfer in flight: what curl points into (the write target) lives here
 /// until the transfer is removed from the multi handle.
 private final class Transfer {
     let post: PendingPost
@@ -264,7 +299,6 @@ private final class Transfer {
     /// curl asked to send the request a second time (the reused connection it went out on died).
     private(set) var resendRefused = false
     private var requestStarted = false
-    private var headerList: UnsafeMutablePointer<curl_slist>?
 
     init(post: PendingPost, easy: EasyHandle, maxBodyBytes: Int) {
         self.post = post
@@ -272,13 +306,20 @@ private final class Transfer {
         self.maxBodyBytes = maxBodyBytes
     }
 
-    deinit {
-        curl_slist_free_all(headerList)
-    }
-
-    /// Sets every option; returns a reason when the request cannot be sent as given.
+    /// Sets the options; returns a reason when the request cannot be sent as given.
     func configure() -> String? {
         let request = post.request
+        easy.errorBuffer[0] = 0
+        if easy.shape?.matches(request) != true {
+            easy.reset()
+            if let reason = configureShape(request) { return reason }
+            easy.shape = RequestShape(request)
+        }
+        return configureTransfer(request)
+    }
+
+    /// The options every request of this URL, headers and timeouts shares.
+    private func configureShape(_ request: HTTPRequest) -> String? {
         let handle = easy.handle
         guard !request.url.utf8.contains(0) else { return "malformed url" }
         for header in request.headers {
@@ -292,7 +333,6 @@ private final class Transfer {
         // An empty Expect stops curl waiting for "100 Continue" on larger bodies.
         guard append("Expect:") else { return "out of memory" }
 
-        easy.errorBuffer[0] = 0
         var status = CURLE_OK
         func set(_ result: CURLcode) {
             if status == CURLE_OK { status = result }
@@ -307,8 +347,20 @@ private final class Transfer {
         set(CCurl_easy_setopt_long(handle, CURLOPT_CONNECTTIMEOUT_MS, Transfer.milliseconds(request.connectTimeout)))
         set(CCurl_easy_setopt_long(handle, CURLOPT_TIMEOUT_MS, Transfer.milliseconds(request.timeout)))
         set(CCurl_easy_setopt_pointer(handle, CURLOPT_ERRORBUFFER, easy.errorBuffer))
-        set(CCurl_easy_setopt_slist(handle, CURLOPT_HTTPHEADER, headerList))
+        set(CCurl_easy_setopt_slist(handle, CURLOPT_HTTPHEADER, easy.headerList))
         set(CCurl_easy_setopt_long(handle, CURLOPT_POST, 1))
+        set(CCurl_easy_setopt_prereq_callback(handle, prereqCallback))
+        set(CCurl_easy_setopt_write_callback(handle, CURLOPT_WRITEFUNCTION, receiveCallback))
+        return Transfer.failure(status)
+    }
+
+    /// The options of this one transfer: its body, and itself as the callbacks' target.
+    private func configureTransfer(_ request: HTTPRequest) -> String? {
+        let handle = easy.handle
+        var status = CURLE_OK
+        func set(_ result: CURLcode) {
+            if status == CURLE_OK { status = result }
+        }
         set(CCurl_easy_setopt_off_t(handle, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(request.body.count)))
         // Copied by curl and sent in the same segment as the head (a body from a read callback left in a
         // segment of its own, a second wake-up of the gateway per request: docs/performance.md, change 20).
@@ -316,15 +368,15 @@ private final class Transfer {
         // Found by `make chaos`: curl re-sends a request by itself when a reused connection dies before
         // any answer byte, and the gateway gets the message twice inside one attempt. curl calls this
         // before each send of the request; the second call is that re-send, and is refused.
-        set(CCurl_easy_setopt_prereq_callback(handle, prereqCallback))
         set(CCurl_easy_setopt_pointer(handle, CURLOPT_PREREQDATA, Unmanaged.passUnretained(self).toOpaque()))
-        set(CCurl_easy_setopt_write_callback(handle, CURLOPT_WRITEFUNCTION, receiveCallback))
         // Unretained: the worker's table of active transfers keeps this object alive until curl is done with it.
         set(CCurl_easy_setopt_pointer(handle, CURLOPT_WRITEDATA, Unmanaged.passUnretained(self).toOpaque()))
-        guard status == CURLE_OK else {
-            return "curl set-up failed: " + Transfer.lowercasedFirst(String(cString: curl_easy_strerror(status)))
-        }
-        return nil
+        return Transfer.failure(status)
+    }
+
+    private static func failure(_ status: CURLcode) -> String? {
+        guard status != CURLE_OK else { return nil }
+        return "curl set-up failed: " + lowercasedFirst(String(cString: curl_easy_strerror(status)))
     }
 
     /// Whether curl may send the request now: only the first time.
@@ -358,8 +410,8 @@ private final class Transfer {
     }
 
     private func append(_ line: String) -> Bool {
-        guard let list = curl_slist_append(headerList, line) else { return false }
-        headerList = list
+        guard let list = curl_slist_append(easy.headerList, line) else { return false }
+        easy.headerList = list
         return true
     }
 
@@ -611,8 +663,8 @@ private final class CurlWorker {
     }
 
     private func recycle(_ easy: EasyHandle) {
-        // Reset drops every option but keeps caches; the multi handle keeps the connections.
-        curl_easy_reset(easy.handle)
+        // The options stay for the next request of the same shape (`Transfer.configure`); the multi
+        // handle keeps the connections.
         if idle.count < engine.maxConcurrent {
             idle.append(easy)
         }

@@ -271,6 +271,38 @@ struct HTTPClientTests {
         #expect(server.connectionCount == 1)
     }
 
+    /// One handle (maxConcurrent 1) keeps its options between requests of the same URL, headers and
+    /// timeouts: any other request must go out with its own, never with a header of the one before.
+    @Test("a handle reused for requests of other URLs and headers sends each with its own")
+    func reusedHandleSendsEachRequestsOwnShape() async throws {
+        let server = try HTTPTestServer(.respond(status: 200, body: Array("ok".utf8)))
+        defer { server.stop() }
+        let client = try makeClient(maxConcurrent: 1)
+        let first = [(name: "Authorization", value: "token-a"), (name: "X-Only-First", value: "1")]
+        let requests = [
+            HTTPRequest(url: server.url + "?a", headers: first, body: Array("one".utf8)),
+            HTTPRequest(url: server.url + "?a", headers: first, body: Array("two".utf8)),
+            HTTPRequest(url: server.url + "?a", headers: [(name: "Authorization", value: "token-b")], body: Array("3".utf8)),
+            HTTPRequest(url: server.url + "?b", headers: [(name: "Authorization", value: "token-b")], body: []),
+            HTTPRequest(url: server.url + "?b", headers: [(name: "Authorization", value: "token-b")], body: Array("5".utf8)),
+            HTTPRequest(url: server.url + "?a", headers: first, body: Array("six".utf8)),
+        ]
+        for request in requests {
+            let (response, _) = await client.post(request)
+            #expect(response == .answered(status: 200, body: Array("ok".utf8), bodyTruncated: false))
+        }
+        let received = server.received
+        #expect(received.map(\.target) == ["/send?a", "/send?a", "/send?a", "/send?b", "/send?b", "/send?a"])
+        #expect(
+            received.map { $0.values("Authorization") } == [
+                ["token-a"], ["token-a"], ["token-b"], ["token-b"], ["token-b"], ["token-a"],
+            ])
+        #expect(received.map { $0.values("X-Only-First") } == [["1"], ["1"], [], [], [], ["1"]])
+        #expect(received.map { String(decoding: $0.body, as: UTF8.self) } == ["one", "two", "3", "", "5", "six"])
+        #expect(received.map { $0.values("Content-Length") } == [["3"], ["3"], ["1"], ["0"], ["1"], ["3"]])
+        #expect(server.connectionCount == 1)
+    }
+
     @Test(
         "a task preferring the client's executor runs on the curl thread, and on other threads after shutdown",
         .timeLimit(.minutes(1)))
