@@ -45,6 +45,8 @@ public enum DaemonCommand {
             eventOptions.threadName = "kurir-events"
             eventOptions.clientID = EventConnectionService.clientID(configuration.mqtt)
             eventOptions.cleanSession = true
+            // The outbox publisher hands over a page of events at a time (docs/performance.md, change 41).
+            eventOptions.publishesOnFlush = true
             eventsMQTT = try MQTTClient(options: eventOptions)
         } catch {
             throw CommandError(description: "\(error)", exitStatus: 1)

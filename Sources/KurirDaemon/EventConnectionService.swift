@@ -37,10 +37,11 @@ final class EventConnectionService: Service {
             logger.debug("MQTT events connection up")
             outbox.connected()
         }
-        client.setConnectionFailureHandler { reason, retryIn in
-            logger.warning(
+        client.setConnectionFailureHandler { reason, retryIn, brokerUnreachable in
+            let line: Logger.Message =
                 "MQTT events connection to \(settings.host):\(settings.port) failed: \(reason); retrying in \(retryIn.components.seconds) s"
-            )
+            // The requests connection says so already when the broker is down: one warning per failed try.
+            logger.log(level: brokerUnreachable ? .debug : .warning, line)
         }
         client.setDisconnectHandler { code in
             outbox.disconnected()

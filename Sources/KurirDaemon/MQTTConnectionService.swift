@@ -39,7 +39,7 @@ final class MQTTConnectionService: Service {
                 logger.error("MQTT subscribe to \(settings.subscription) failed: \(error)")
             }
         }
-        client.setConnectionFailureHandler { reason, retryIn in
+        client.setConnectionFailureHandler { reason, retryIn, _ in
             logger.warning(
                 "MQTT connection to \(settings.host):\(settings.port) failed: \(reason); retrying in \(retryIn.components.seconds) s"
             )

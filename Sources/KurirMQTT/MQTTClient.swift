@@ -3,7 +3,8 @@ import Foundation
 import Synchronization
 
 /// An MQTT 3.1.1 client whose network loop runs in a thread of its own (`NetworkLoop`): libmosquitto's
-/// `mosquitto_loop_forever`, or with a before-acknowledging handler the client's own read/write loop.
+/// `mosquitto_loop_forever`, or, with a before-acknowledging handler or `publishesOnFlush`, the client's
+/// own read/write loop.
 ///
 /// `@unchecked Sendable` because it owns a `struct mosquitto *`. libmosquitto serialises access to that
 /// handle with its own mutexes when its loop runs in its own thread, which makes `publish`, `subscribe`
@@ -29,7 +30,11 @@ public final class MQTTClient: @unchecked Sendable {
             // mosquitto_new(NULL, false, ...) fails; a persistent session needs a fixed id anyway.
             throw MQTTError(code: MQTTError.invalid, operation: "init", detail: "client id must not be empty")
         }
-        let box = CallbackBox()
+        guard let wake = LoopWake() else {
+            throw MQTTError(
+                code: MQTTError.systemError, operation: "init", detail: "pipe failed: \(String(cString: strerror(errno)))")
+        }
+        let box = CallbackBox(wake: wake, publishesOnFlush: options.publishesOnFlush)
         guard
             let handle = mosquitto_new(
                 options.clientID, options.cleanSession, Unmanaged.passUnretained(box).toOpaque())
@@ -88,12 +93,16 @@ public final class MQTTClient: @unchecked Sendable {
         box.handlers.withLock { $0.disconnect = handler }
     }
 
-    /// Sets the handler for connection failures libmosquitto's loop would not retry by itself (TLS, DNS):
-    /// `reason` is one line without credentials, `retryIn` the pause before the next try. A refused login
+    /// Sets the handler for failed connection tries: with libmosquitto's loop only those it would not retry
+    /// by itself (TLS, DNS), with the own loop every one. `reason` is one line without credentials,
+    /// `retryIn` the pause before the next try, `brokerUnreachable` true for the kinds libmosquitto's loop
+    /// retries silently (refused, unreachable, lost: the broker is down or out of reach). A refused login
     /// is not one of them: the connect handler has its code and the broker's reason.
     ///
     /// Runs on the network thread.
-    public func setConnectionFailureHandler(_ handler: @escaping @Sendable (_ reason: String, _ retryIn: Duration) -> Void) {
+    public func setConnectionFailureHandler(
+        _ handler: @escaping @Sendable (_ reason: String, _ retryIn: Duration, _ brokerUnreachable: Bool) -> Void
+    ) {
         box.handlers.withLock { $0.failure = handler }
     }
 
@@ -207,6 +216,8 @@ public final class MQTTClient: @unchecked Sendable {
         // Already remembered: it was sent on the last CONNACK, before the connect handler ran.
         guard !known, isConnected else { return }
         let rc = mosquitto_subscribe(handle, nil, topicFilter, Int32(qos))
+        // The own loop learns of packets queued from other threads only through its wake-up.
+        box.wake.signal()
         // Lost the connection in between: the next CONNACK sends it.
         guard rc == MOSQ_ERR_SUCCESS.rawValue || rc == MOSQ_ERR_NO_CONN.rawValue else {
             throw MQTTError(code: rc, operation: "subscribe")
@@ -216,7 +227,8 @@ public final class MQTTClient: @unchecked Sendable {
     /// Queues a publish and returns its message id (the id later passed to the published handler).
     ///
     /// QoS 1 publishes are kept in memory only until the broker acknowledges them; while disconnected
-    /// this throws `noConnection` rather than queueing, so the caller keeps the durable copy.
+    /// this throws `noConnection` rather than queueing, so the caller keeps the durable copy. With
+    /// `publishesOnFlush` the publish waits for `flush()` (at most the own loop's 100 ms poll).
     public func publish(topic: String, payload: [UInt8], qos: Int, retain: Bool = false) throws(MQTTError) -> Int32 {
         guard (0...2).contains(qos) else {
             throw MQTTError(code: MQTTError.notSupported, operation: "publish", detail: "qos must be 0, 1 or 2")
@@ -234,6 +246,12 @@ public final class MQTTClient: @unchecked Sendable {
         return mid
     }
 
+    /// Wakes the own network loop to write every publish queued so far (`publishesOnFlush`); one
+    /// wake-up however often it is called before the loop runs.
+    public func flush() {
+        box.wake.signal()
+    }
+
     /// True between a successful CONNACK and the next disconnect.
     public var isConnected: Bool {
         box.connected.load(ordering: .acquiring)
@@ -249,7 +267,8 @@ public final class MQTTClient: @unchecked Sendable {
         guard wasStarted else { return }
         box.stopping.store(true, ordering: .releasing)
         mosquitto_disconnect(handle)
-        // The thread sees the disconnect at once when connected (the own loop within its 100 ms poll), and
+        box.wake.signal()
+        // The thread sees the disconnect at once when connected (the own loop through its wake-up), and
         // `stopping` within 100 ms in its own pause; but inside libmosquitto's reconnect wait (up to 30 s, nothing can wake it) it would hold
         // up a shutdown. After 2 s it is left to end by itself and to destroy the handle then.
         let deadline = ContinuousClock.now.advanced(by: .seconds(2))
@@ -277,17 +296,26 @@ private final class CallbackBox: Sendable {
         var connect: (@Sendable (Int32, String) -> Void)?
         var disconnect: (@Sendable (Int32) -> Void)?
         var published: (@Sendable (Int32) -> Void)?
-        var failure: (@Sendable (String, Duration) -> Void)?
+        var failure: (@Sendable (String, Duration, Bool) -> Void)?
         var beforeAcknowledging: (@Sendable () -> Void)?
     }
 
     let handlers = Mutex(Handlers())
+    /// Wakes the own network loop: publishes to flush, a subscription or a stop queued from another thread.
+    let wake: LoopWake
+    /// `MQTTConnectOptions.publishesOnFlush`: the own loop runs even without a before-acknowledging handler.
+    let publishesOnFlush: Bool
     let subscriptions = Mutex<[(filter: String, qos: Int32)]>([])
     let connected = Atomic<Bool>(false)
     /// Set by `stop()`: the network thread ends instead of retrying.
     let stopping = Atomic<Bool>(false)
     /// `NetworkLoop.running`, `.finished` or `.orphaned`.
     let loopState = Atomic<Int>(NetworkLoop.finished)
+
+    init(wake: LoopWake, publishesOnFlush: Bool) {
+        self.wake = wake
+        self.publishesOnFlush = publishesOnFlush
+    }
 
     func onConnect(_ mosq: OpaquePointer?, _ rc: Int32) {
         if rc == 0 {
@@ -349,6 +377,7 @@ private enum NetworkLoop {
             if !ended { mosquitto_destroy(handle) }
         }
         let beforeAcknowledging = box.handlers.withLock { $0.beforeAcknowledging }
+        let ownLoop = beforeAcknowledging != nil || box.publishesOnFlush
         var delay = 1
         var pending = initialFailure
         var lostQuietly = false
@@ -361,13 +390,13 @@ private enum NetworkLoop {
                 delay = min(delay * 2, 30)
                 let reconnected = mosquitto_reconnect(handle)
                 // libmosquitto's loop retries a failed reconnect by itself; the own loop reports it and retries.
-                pending = beforeAcknowledging == nil || reconnected == MOSQ_ERR_SUCCESS.rawValue ? nil : reconnected
+                pending = !ownLoop || reconnected == MOSQ_ERR_SUCCESS.rawValue ? nil : reconnected
                 lostQuietly = false
                 if pending != nil { continue }
             }
             let started = ContinuousClock.now
             let rc: Int32
-            if let beforeAcknowledging {
+            if ownLoop {
                 (rc, lostQuietly) = serve(handle, box: box, beforeAcknowledging: beforeAcknowledging)
             } else {
                 rc = mosquitto_loop_forever(handle, 1000, 1)
@@ -380,17 +409,18 @@ private enum NetworkLoop {
         }
     }
 
-    /// How long the own loop waits on the socket at most: the pace of keepalive checks, and of writes
-    /// queued from other threads (kurir's intake connection queues none but its subscriptions).
+    /// How long the own loop waits on the socket and its wake-up at most: the pace of keepalive checks.
     private static let pollMilliseconds: Int32 = 100
     /// Messages handled at most between two `beforeAcknowledging` calls.
     private static let readBatch = 64
 
-    /// The loop with `beforeAcknowledging`: reads every packet waiting on the socket (each message runs
-    /// the message handler, and libmosquitto, threaded, only queues its PUBACK), runs `beforeAcknowledging`,
-    /// then writes what is queued. Returns on an error or on `stop()`, with whether the connection had
-    /// been up (the disconnect handler has reported its loss then).
-    private static func serve(_ handle: OpaquePointer, box: CallbackBox, beforeAcknowledging: () -> Void) -> (Int32, Bool) {
+    /// The own loop: reads every packet waiting on the socket (each message runs the message handler,
+    /// and libmosquitto, threaded, only queues its PUBACK), runs `beforeAcknowledging`, then writes what
+    /// is queued, including publishes other threads queued and woke it for. Returns on an error or on
+    /// `stop()`, with whether the connection had been up (the disconnect handler has reported its loss then).
+    private static func serve(
+        _ handle: OpaquePointer, box: CallbackBox, beforeAcknowledging: (() -> Void)?
+    ) -> (Int32, Bool) {
         var wasConnected = false
         while true {
             wasConnected = wasConnected || box.connected.load(ordering: .acquiring)
@@ -402,12 +432,19 @@ private enum NetworkLoop {
             let socket = mosquitto_socket(handle)
             guard socket >= 0 else { return (MOSQ_ERR_NO_CONN.rawValue, wasConnected) }
             let events = Int16(POLLIN) | (mosquitto_want_write(handle) ? Int16(POLLOUT) : 0)
-            var watched = pollfd(fd: socket, events: events, revents: 0)
-            _ = poll(&watched, 1, pollMilliseconds)
-            if watched.revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 {
+            var watched = (
+                pollfd(fd: socket, events: events, revents: 0),
+                pollfd(fd: box.wake.readFD, events: Int16(POLLIN), revents: 0)
+            )
+            _ = withUnsafeMutableBytes(of: &watched) { fds in
+                poll(fds.baseAddress!.assumingMemoryBound(to: pollfd.self), 2, pollMilliseconds)
+            }
+            // Before the writes below: a wake-up asked for after this point runs the loop once more.
+            if watched.1.revents != 0 { box.wake.drain() }
+            if watched.0.revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 {
                 let rc = readWaiting(handle, socket: socket)
                 // Also after a failed read: the messages handled before it are covered either way.
-                beforeAcknowledging()
+                beforeAcknowledging?()
                 guard rc == MOSQ_ERR_SUCCESS.rawValue else { return (rc, wasConnected) }
             }
             if mosquitto_want_write(handle) {
@@ -434,7 +471,8 @@ private enum NetworkLoop {
         var reason = String(cString: mosquitto_strerror(rc))
         if rc == MOSQ_ERR_ERRNO.rawValue { reason = String(cString: strerror(errno)) }
         if rc == MOSQ_ERR_TLS.rawValue { reason += " (certificate not trusted or host name mismatch?)" }
-        box.handlers.withLock { $0.failure }?(reason, .seconds(seconds))
+        let unreachable = [MOSQ_ERR_ERRNO, MOSQ_ERR_NO_CONN, MOSQ_ERR_CONN_LOST].contains { $0.rawValue == rc }
+        box.handlers.withLock { $0.failure }?(reason, .seconds(seconds), unreachable)
     }
 
     /// Sleeps in 100 ms steps; false when `stop()` asked the thread to end.
@@ -444,5 +482,41 @@ private enum NetworkLoop {
             usleep(100_000)
         }
         return !box.stopping.load(ordering: .acquiring)
+    }
+}
+
+/// Wakes the own network loop from other threads: a non-blocking pipe it polls, written to once per
+/// wake-up however often one is asked for before the loop drains it.
+final class LoopWake: Sendable {
+    let readFD: Int32
+    private let writeFD: Int32
+    private let pending = Atomic<Bool>(false)
+
+    init?() {
+        var fds: [Int32] = [-1, -1]
+        guard pipe(&fds) == 0 else { return nil }
+        for fd in fds {
+            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        }
+        (readFD, writeFD) = (fds[0], fds[1])
+    }
+
+    deinit {
+        close(readFD)
+        close(writeFD)
+    }
+
+    func signal() {
+        guard !pending.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        var byte: UInt8 = 1
+        _ = write(writeFD, &byte, 1)
+    }
+
+    /// On the network thread, before it writes what is queued.
+    func drain() {
+        pending.store(false, ordering: .sequentiallyConsistent)
+        var bytes = (UInt64(0), UInt64(0))
+        while withUnsafeMutableBytes(of: &bytes, { read(readFD, $0.baseAddress, $0.count) }) > 0 {}
     }
 }

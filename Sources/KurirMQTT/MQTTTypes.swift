@@ -37,6 +37,10 @@ public struct MQTTConnectOptions: Sendable {
     /// Name of the network thread as `top -H` and `/proc/<pid>/task/*/comm` show it (at most 15 bytes
     /// are kept).
     public var threadName: String = "mqtt"
+    /// `true`: publishes are queued and written together when `MQTTClient.flush()` is called, by the
+    /// client's own network loop: one wake-up of the network thread per batch instead of one per publish.
+    /// `false` (the default): each publish goes out at once through libmosquitto's loop.
+    public var publishesOnFlush: Bool = false
 
     /// Creates options with a persistent session and a 30 s keep-alive.
     public init(

@@ -1,8 +1,9 @@
 import Foundation
-import KurirMQTT
 import KurirTestSupport
 import Synchronization
 import Testing
+
+@testable import KurirMQTT
 
 #if canImport(Glibc)
     import Glibc
@@ -50,18 +51,19 @@ private struct Wired {
 
     init(
         port: Int, clientID: String, cleanSession: Bool = false,
-        beforeAcknowledging: (@Sendable () -> Void)? = nil,
+        beforeAcknowledging: (@Sendable () -> Void)? = nil, publishesOnFlush: Bool = false,
         onMessage: (@Sendable (MQTTMessage) -> Void)? = nil
     ) throws {
         MQTTGlobal.initialize()
-        client = try MQTTClient(
-            options: MQTTConnectOptions(host: "127.0.0.1", port: port, clientID: clientID, cleanSession: cleanSession))
+        var options = MQTTConnectOptions(host: "127.0.0.1", port: port, clientID: clientID, cleanSession: cleanSession)
+        options.publishesOnFlush = publishesOnFlush
+        client = try MQTTClient(options: options)
         let messages = self.messages
         let connects = self.connects
         let disconnects = self.disconnects
         let published = self.published
         let failures = self.failures
-        client.setConnectionFailureHandler { reason, _ in failures.append(reason) }
+        client.setConnectionFailureHandler { reason, _, _ in failures.append(reason) }
         client.setMessageHandler { message in
             onMessage?(message)
             messages.append(message)
@@ -82,6 +84,7 @@ private struct Wired {
         let deadline = ContinuousClock.now + .seconds(10)
         while ContinuousClock.now < deadline {
             _ = try client.publish(topic: probeTopic, payload: Array("probe".utf8), qos: 0)
+            client.flush()
             if await messages.wait(seconds: 0.2, until: { $0.contains { $0.topic == probeTopic } }) { return true }
         }
         return false
@@ -205,14 +208,19 @@ struct MQTTClientTests {
         #expect(await second.messages.wait { $0.contains { $0.topic == "kurir-test/slow/request" } })
     }
 
-    /// With libmosquitto's loop, and with the client's own (a before-acknowledging handler installed).
-    @Test(arguments: [false, true])
-    func reconnectsAfterBrokerRestart(ownLoop: Bool) async throws {
+    enum Loop: CaseIterable { case libmosquitto, beforeAcknowledging, publishesOnFlush }
+
+    /// With libmosquitto's loop, and with the client's own (a before-acknowledging handler installed, or
+    /// publishes written on flush).
+    @Test(arguments: Loop.allCases)
+    func reconnectsAfterBrokerRestart(loop: Loop) async throws {
         let broker = try TestBroker.start()
         defer { broker.stop() }
         let nothing: @Sendable () -> Void = {}
         let client = try Wired(
-            port: broker.port, clientID: uniqueID("reconnect"), beforeAcknowledging: ownLoop ? nothing : nil)
+            port: broker.port, clientID: uniqueID("reconnect"),
+            beforeAcknowledging: loop == .beforeAcknowledging ? nothing : nil,
+            publishesOnFlush: loop == .publishesOnFlush)
         try client.client.subscribe("kurir-test/re/#", qos: 1)
         try client.client.start()
         defer { client.client.stop() }
@@ -227,6 +235,43 @@ struct MQTTClientTests {
         #expect(await client.connects.wait(seconds: 15) { $0.filter { $0 == 0 }.count >= 2 })
         // The remembered subscription was sent again on the new CONNACK.
         #expect(try await client.waitSubscribed(probeTopic: "kurir-test/re/probe"))
+    }
+
+    /// kurir's events connection: the outbox publisher queues a page of events, then flushes once.
+    @Test func publishesQueuedBeforeAFlushAllArriveInOrderAndAreAcknowledged() async throws {
+        let broker = try TestBroker.start()
+        defer { broker.stop() }
+        let subscriber = try Wired(port: broker.port, clientID: uniqueID("flush-sub"), cleanSession: true)
+        try subscriber.client.subscribe("kurir-test/flush/#", qos: 1)
+        try subscriber.client.start()
+        defer { subscriber.client.stop() }
+        #expect(await subscriber.waitConnected())
+        #expect(try await subscriber.waitSubscribed(probeTopic: "kurir-test/flush/probe"))
+
+        let publisher = try Wired(
+            port: broker.port, clientID: uniqueID("flush-pub"), cleanSession: true, publishesOnFlush: true)
+        try publisher.client.start()
+        defer { publisher.client.stop() }
+        #expect(await publisher.waitConnected())
+        var mids: [Int32] = []
+        for round in 0..<3 {
+            for i in 0..<100 {
+                mids.append(
+                    try publisher.client.publish(
+                        topic: "kurir-test/flush/m", payload: Array("\(round * 100 + i)".utf8), qos: 1))
+            }
+            publisher.client.flush()
+        }
+        let expected = (0..<300).map { "\($0)" }
+        #expect(
+            await subscriber.messages.wait {
+                $0.filter { $0.topic == "kurir-test/flush/m" }.count >= expected.count
+            })
+        let received = subscriber.messages.all.filter { $0.topic == "kurir-test/flush/m" }
+            .map { String(decoding: $0.payload, as: UTF8.self) }
+        #expect(received == expected)
+        #expect(await publisher.published.wait { Set($0) == Set(mids) })
+        #expect(publisher.published.all.count == mids.count)
     }
 
     @Test func stopIsIdempotent() async throws {
@@ -342,5 +387,32 @@ private final class RefusingBroker: Sendable {
     func stop() {
         shutdown(listener, Int32(SHUT_RDWR))
         close(listener)
+    }
+}
+
+@Suite("LoopWake")
+struct LoopWakeTests {
+    /// Bytes waiting in the wake-up pipe, read out.
+    private func waiting(_ wake: LoopWake) -> Int {
+        var buffer = [UInt8](repeating: 0, count: 64)
+        let count = read(wake.readFD, &buffer, buffer.count)
+        return max(0, count)
+    }
+
+    @Test("wake-ups asked for before the loop drains are one byte; after a drain the next is one more")
+    func coalesces() throws {
+        let wake = try #require(LoopWake())
+        #expect(waiting(wake) == 0)
+        wake.signal()
+        wake.signal()
+        wake.signal()
+        #expect(waiting(wake) == 1)
+        wake.drain()
+        wake.signal()
+        wake.signal()
+        wake.drain()
+        #expect(waiting(wake) == 0)
+        wake.signal()
+        #expect(waiting(wake) == 1)
     }
 }
