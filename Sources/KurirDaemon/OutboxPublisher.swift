@@ -99,8 +99,8 @@ final class OutboxPublisher: Service {
             }
             let published = publish(rows, on: connection)
             // One wake-up of the events connection's network thread for the page, which then writes it
-            // in one go: a wake-up and a write per event cost about a third more CPU per event there and
-            // in the broker (docs/performance.md, change 41).
+            // in one go: with libmosquitto's loop, woken for each publish, that thread spent about a
+            // fifth more CPU per event (docs/performance.md, change 41).
             if published > 0 { mqtt.flush() }
             // A short page was everything committed at the time of the read; whatever commits later
             // signals `wakeup`. Reading again at once found nothing, one read in three at low load.

@@ -514,9 +514,13 @@ final class LoopWake: Sendable {
     }
 
     /// On the network thread, before it writes what is queued.
+    ///
+    /// Reads the pipe empty before clearing the flag: cleared first, a `signal` in between would write a
+    /// byte this read takes away, leaving the flag set and the pipe empty, and no later `signal` would
+    /// wake the loop again (found in review).
     func drain() {
-        pending.store(false, ordering: .sequentiallyConsistent)
         var bytes = (UInt64(0), UInt64(0))
         while withUnsafeMutableBytes(of: &bytes, { read(readFD, $0.baseAddress, $0.count) }) > 0 {}
+        pending.store(false, ordering: .sequentiallyConsistent)
     }
 }

@@ -415,4 +415,30 @@ struct LoopWakeTests {
         wake.signal()
         #expect(waiting(wake) == 1)
     }
+
+    /// A loop draining while another thread keeps signalling, as the events connection's network thread
+    /// and the outbox publisher do: once the signalling stops, its last wake-up must still reach the loop.
+    @Test("a wake-up asked for while the loop drains is never lost")
+    func noWakeUpLostWhileDraining() async throws {
+        let wake = try #require(LoopWake())
+        let stop = Atomic(false)
+        let signaller = Thread {
+            while !stop.load(ordering: .acquiring) { wake.signal() }
+        }
+        signaller.start()
+        // With the flag cleared before the read, this failed in three runs of five at 500 ms, five of five at 2 s.
+        let deadline = ContinuousClock.now + .seconds(2)
+        var drains = 0
+        while ContinuousClock.now < deadline {
+            var fd = pollfd(fd: wake.readFD, events: Int16(POLLIN), revents: 0)
+            // A lost wake-up leaves the pipe empty for good while the signaller keeps going.
+            guard poll(&fd, 1, 2_000) == 1 else { break }
+            wake.drain()
+            drains += 1
+        }
+        stop.store(true, ordering: .releasing)
+        wake.signal()
+        var fd = pollfd(fd: wake.readFD, events: Int16(POLLIN), revents: 0)
+        #expect(poll(&fd, 1, 5_000) == 1, "no wake-up after \(drains) drains")
+    }
 }
