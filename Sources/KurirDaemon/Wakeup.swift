@@ -52,7 +52,7 @@ final class Wakeup: Sendable {
                     return
                 }
                 DispatchQueue.global().asyncAfter(deadline: .now() + Self.interval(timeout)) {
-                    self.timeOut(wait)
+                    self.resumeWaiter(ifWait: wait)
                 }
             }
         } onCancel: {
@@ -62,10 +62,6 @@ final class Wakeup: Sendable {
 
     /// Whether a task is waiting now (tests cancel a wait in progress once it is).
     var hasWaiter: Bool { state.withLock { $0.waiter != nil } }
-
-    private func timeOut(_ wait: UInt64) {
-        resumeWaiter(ifWait: wait)
-    }
 
     /// Resumes the waiter, if there is one and (given `wait`) it is still that wait.
     private func resumeWaiter(ifWait wait: UInt64?) {

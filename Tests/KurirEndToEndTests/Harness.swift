@@ -117,6 +117,13 @@ final class World: @unchecked Sendable {
         return status
     }
 
+    /// Starts kurir once, so the broker keeps its persistent session, and stops it: what is published
+    /// next waits at the broker and arrives all at once at the next start. Returns the exit status.
+    func registerSessionAndStop() async throws -> Int32? {
+        try await startKurir()
+        return await stopKurir()
+    }
+
     func killKurir() async {
         guard let kurir else { return }
         await kurir.killAndWait()

@@ -125,8 +125,7 @@ struct RobustnessTests {
     func publishedWhileDown() async throws {
         try await withWorld { world in
             try await world.events.waitUntilSubscribed()
-            try await world.startKurir()  // creates the persistent session
-            #expect(await world.stopKurir() == 0)
+            #expect(try await world.registerSessionAndStop() == 0)
             try await world.publish("t", #"{"id":"offline-1","target":"081234567890","message":"x"}"#)
             try await world.startKurir()
             let delivered = try #require(try await world.events.wait(for: "delivered").first)
@@ -142,8 +141,7 @@ struct RobustnessTests {
     func queuedWhileDown() async throws {
         try await withWorld { world in
             try await world.events.waitUntilSubscribed()
-            try await world.startKurir()  // creates the persistent session
-            #expect(await world.stopKurir() == 0)
+            #expect(try await world.registerSessionAndStop() == 0)
             for i in 1...10 {
                 try await world.publish("t", #"{"id":"q-\#(i)","target":"08123400000\#(i % 10)","message":"m-\#(i)"}"#)
             }

@@ -12,10 +12,8 @@ struct TargetOrderTests {
             let latencyMs = 150
             world.setGateway(.fonnte, latencyMs: latencyMs)
             try await world.events.waitUntilSubscribed()
-            // Register kurir's persistent session, then queue every request while it is down, so they all
-            // arrive at once and are claimable together.
-            try await world.startKurir()
-            #expect(await world.stopKurir() == 0)
+            // Queue every request while kurir is down, so they all arrive at once and are claimable together.
+            #expect(try await world.registerSessionAndStop() == 0)
             let targets = ["6281100000001", "6281100000002", "6281100000003"]
             let perTarget = 4
             for n in 1...perTarget {
