@@ -8,14 +8,14 @@ import Synchronization
 
 /// Turns MQTT requests into committed rows before libmosquitto acknowledges them.
 ///
-/// kurir's network thread reads every request waiting on the socket (up to 64), calling `handle` for
-/// each, then calls `acknowledging()`, and only then writes their QoS 1 PUBACKs. `handle` validates a
-/// request and keeps its rows; `acknowledging()` commits the rows of the whole read in one transaction (in
-/// FULL also fsyncs it), so when a PUBACK leaves, its request is in SQLite: an acknowledged request is
-/// never only in memory. One transaction per read instead of one per request took about a ninth off
-/// kurir's CPU per delivery in a burst (docs/performance.md, change 40); a lone request is a read of one.
-/// If the commit or the fsync fails, kurir must not acknowledge, so it says why in one line and exits at
-/// once; the broker redelivers after restart.
+/// kurir's network thread reads every request waiting on the socket (up to 64), calls `handle` with
+/// them, and writes their QoS 1 PUBACKs only after it returned. `handle` validates each request and
+/// commits the rows of all of them in one transaction (in FULL also fsyncs it), so when a PUBACK leaves,
+/// its request is in SQLite: an acknowledged request is never only in memory. One transaction per read
+/// instead of one per request took about a ninth off kurir's CPU per delivery in a burst
+/// (docs/performance.md, change 40); a lone request is a read of one. If the commit or the fsync fails,
+/// kurir must not acknowledge, so it says why in one line and exits at once; the broker redelivers
+/// after restart.
 final class Intake: Sendable {
     private let configuration: KurirConfiguration
     private let validator: RequestValidator
@@ -24,9 +24,6 @@ final class Intake: Sendable {
     private let logger: Logger
     private let deliveryWakeup: Wakeup
     private let outboxWakeup: Wakeup
-    /// The rows of each request handled since the last `acknowledging()`, one entry per request. Only the
-    /// network thread touches it; the lock is never contended.
-    private let unacknowledged = Mutex<[[NewDelivery]]>([])
 
     init(
         configuration: KurirConfiguration, store: Store, clock: any WallClock, logger: Logger,
@@ -44,22 +41,13 @@ final class Intake: Sendable {
         self.outboxWakeup = outboxWakeup
     }
 
-    /// Validates one request and keeps its rows for the read's commit in `acknowledging()`.
-    func handle(_ message: MQTTMessage) {
-        let rows = deliveries(for: message, at: clock.now())
-        guard !rows.isEmpty else { return }
-        unacknowledged.withLock { $0.append(rows) }
-    }
-
-    /// Run by the network thread after a read and before it writes that read's PUBACKs: commits the rows
-    /// of every request handled since the last call in one transaction and puts them on disk, then wakes
-    /// the delivery loop and the outbox publisher for them (a claim already under way may still pick one up
-    /// before its fsync; a power loss then sends it again, at least once).
-    func acknowledging() {
-        let requests = unacknowledged.withLock { requests in
-            defer { requests = [] }
-            return requests
-        }
+    /// The message callback: runs on the network thread with the requests of one read, before their
+    /// PUBACKs are written. Commits the rows of every request in one transaction, in message order (so
+    /// `INSERT OR IGNORE` keeps the first of two repeats), and puts them on disk, then wakes the delivery
+    /// loop and the outbox publisher for them (a claim already under way may still pick one up before its
+    /// fsync; a power loss then sends it again, at least once).
+    func handle(_ messages: [MQTTMessage]) {
+        let requests = messages.map { deliveries(for: $0, at: clock.now()) }.filter { !$0.isEmpty }
         guard !requests.isEmpty else { return }
         let rows = requests.flatMap { $0 }
         let inserted: [Bool]

@@ -24,8 +24,7 @@ final class MQTTConnectionService: Service {
         let logger = self.logger
         // A refused login is said once by the connect handler; the disconnect that follows it says nothing.
         let refused = LoginRefused()
-        client.setMessageHandler { message in intake.handle(message) }
-        client.setBeforeAcknowledgingHandler { intake.acknowledging() }
+        client.setMessageBatchHandler { messages in intake.handle(messages) }
         client.setConnectHandler { code, reason in
             refused.flag.store(code != 0, ordering: .relaxed)
             guard code == 0 else {

@@ -3,8 +3,8 @@ import Foundation
 import Synchronization
 
 /// An MQTT 3.1.1 client whose network loop runs in a thread of its own (`NetworkLoop`): libmosquitto's
-/// `mosquitto_loop_forever`, or, with a before-acknowledging handler or `publishesOnFlush`, the client's
-/// own read/write loop.
+/// `mosquitto_loop_forever`, or, with a message batch handler or `publishesOnFlush`, the client's own
+/// read/write loop.
 ///
 /// `@unchecked Sendable` because it owns a `struct mosquitto *`. libmosquitto serialises access to that
 /// handle with its own mutexes when its loop runs in its own thread, which makes `publish`, `subscribe`
@@ -106,18 +106,21 @@ public final class MQTTClient: @unchecked Sendable {
         box.handlers.withLock { $0.failure = handler }
     }
 
+    /// Sets the handler for the messages of one read, in place of the message handler; set it before
+    /// `start`.
+    ///
+    /// The network thread reads the messages waiting on the socket (up to 64), calls this once with them
+    /// in the order they arrived, and writes their QoS 1 PUBACKs only after it returns: a handler that
+    /// commits synchronously makes every message of the read durable before the broker considers any of
+    /// them delivered, with one commit for all of them. With it the client drives libmosquitto's loop
+    /// itself (read what is waiting, this handler, write) instead of `mosquitto_loop_forever`.
+    public func setMessageBatchHandler(_ handler: @escaping @Sendable ([MQTTMessage]) -> Void) {
+        box.handlers.withLock { $0.messageBatch = handler }
+    }
+
     /// Message id of a publish the broker acknowledged (QoS 1) or that was written (QoS 0).
     ///
     /// Runs on the network thread.
-    /// Sets a handler the network thread runs after it has handled the messages waiting on the socket and
-    /// before it writes their PUBACKs; set it before `start`. With it the client drives libmosquitto's
-    /// loop itself (read what is waiting, this handler, write) instead of `mosquitto_loop_forever`, so one
-    /// call covers every message read in one go: kurir's intake commits (and in FULL fsyncs) the requests
-    /// it read there.
-    public func setBeforeAcknowledgingHandler(_ handler: @escaping @Sendable () -> Void) {
-        box.handlers.withLock { $0.beforeAcknowledging = handler }
-    }
-
     public func setPublishedHandler(_ handler: @escaping @Sendable (Int32) -> Void) {
         box.handlers.withLock { $0.published = handler }
     }
@@ -297,14 +300,17 @@ private final class CallbackBox: Sendable {
         var disconnect: (@Sendable (Int32) -> Void)?
         var published: (@Sendable (Int32) -> Void)?
         var failure: (@Sendable (String, Duration, Bool) -> Void)?
-        var beforeAcknowledging: (@Sendable () -> Void)?
+        var messageBatch: (@Sendable ([MQTTMessage]) -> Void)?
     }
 
     let handlers = Mutex(Handlers())
     /// Wakes the own network loop: publishes to flush, a subscription or a stop queued from another thread.
     let wake: LoopWake
-    /// `MQTTConnectOptions.publishesOnFlush`: the own loop runs even without a before-acknowledging handler.
+    /// `MQTTConnectOptions.publishesOnFlush`: the own loop runs even without a message batch handler.
     let publishesOnFlush: Bool
+    /// The messages of the read in progress, for the message batch handler. Only the network thread
+    /// touches it; the lock is never contended.
+    private let messagesOfRead = Mutex<[MQTTMessage]>([])
     let subscriptions = Mutex<[(filter: String, qos: Int32)]>([])
     let connected = Atomic<Bool>(false)
     /// Set by `stop()`: the network thread ends instead of retrying.
@@ -349,7 +355,22 @@ private final class CallbackBox: Sendable {
             payload = []
         }
         let value = MQTTMessage(topic: topic, payload: payload, qos: Int(message.qos), retain: message.retain)
-        handlers.withLock { $0.message }?(value)
+        let (single, batched) = handlers.withLock { ($0.message, $0.messageBatch != nil) }
+        if batched {
+            messagesOfRead.withLock { $0.append(value) }
+        } else {
+            single?(value)
+        }
+    }
+
+    /// Hands the messages of the read that just ended to the message batch handler, if any arrived.
+    func endRead() {
+        let messages = messagesOfRead.withLock { messages in
+            defer { messages = [] }
+            return messages
+        }
+        guard !messages.isEmpty else { return }
+        handlers.withLock { $0.messageBatch }?(messages)
     }
 }
 
@@ -376,8 +397,7 @@ private enum NetworkLoop {
             // `stop()` gave up waiting and the client may be gone: the handle is ours to free.
             if !ended { mosquitto_destroy(handle) }
         }
-        let beforeAcknowledging = box.handlers.withLock { $0.beforeAcknowledging }
-        let ownLoop = beforeAcknowledging != nil || box.publishesOnFlush
+        let ownLoop = box.handlers.withLock { $0.messageBatch != nil } || box.publishesOnFlush
         var delay = 1
         var pending = initialFailure
         var lostQuietly = false
@@ -397,7 +417,7 @@ private enum NetworkLoop {
             let started = ContinuousClock.now
             let rc: Int32
             if ownLoop {
-                (rc, lostQuietly) = serve(handle, box: box, beforeAcknowledging: beforeAcknowledging)
+                (rc, lostQuietly) = serve(handle, box: box)
             } else {
                 rc = mosquitto_loop_forever(handle, 1000, 1)
             }
@@ -411,16 +431,14 @@ private enum NetworkLoop {
 
     /// How long the own loop waits on the socket and its wake-up at most: the pace of keepalive checks.
     private static let pollMilliseconds: Int32 = 100
-    /// Messages handled at most between two `beforeAcknowledging` calls.
+    /// Packets read at most before the messages among them go to the message batch handler.
     private static let readBatch = 64
 
-    /// The own loop: reads every packet waiting on the socket (each message runs the message handler,
-    /// and libmosquitto, threaded, only queues its PUBACK), runs `beforeAcknowledging`, then writes what
-    /// is queued, including publishes other threads queued and woke it for. Returns on an error or on
+    /// The own loop: reads every packet waiting on the socket (libmosquitto, threaded, only queues the
+    /// PUBACK of each message), hands the messages to the message batch handler, then writes what is
+    /// queued, including publishes other threads queued and woke it for. Returns on an error or on
     /// `stop()`, with whether the connection had been up (the disconnect handler has reported its loss then).
-    private static func serve(
-        _ handle: OpaquePointer, box: CallbackBox, beforeAcknowledging: (() -> Void)?
-    ) -> (Int32, Bool) {
+    private static func serve(_ handle: OpaquePointer, box: CallbackBox) -> (Int32, Bool) {
         var wasConnected = false
         while true {
             wasConnected = wasConnected || box.connected.load(ordering: .acquiring)
@@ -443,8 +461,8 @@ private enum NetworkLoop {
             if watched.1.revents != 0 { box.wake.drain() }
             if watched.0.revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 {
                 let rc = readWaiting(handle, socket: socket)
-                // Also after a failed read: the messages handled before it are covered either way.
-                beforeAcknowledging?()
+                // Also after a failed read: the messages read before it are handed over either way.
+                box.endRead()
                 guard rc == MOSQ_ERR_SUCCESS.rawValue else { return (rc, wasConnected) }
             }
             if mosquitto_want_write(handle) {

@@ -48,10 +48,14 @@ private struct Wired {
     let disconnects = MQTTRecorder<Int32>()
     let published = MQTTRecorder<Int32>()
     let failures = MQTTRecorder<String>()
+    /// The size of each batch the message batch handler got (`batched` only).
+    let batchSizes = MQTTRecorder<Int>()
 
+    /// `batched`: messages arrive through a message batch handler (the client's own loop), which calls
+    /// `onMessage` for each message of a read before it returns.
     init(
         port: Int, clientID: String, cleanSession: Bool = false,
-        beforeAcknowledging: (@Sendable () -> Void)? = nil, publishesOnFlush: Bool = false,
+        batched: Bool = false, publishesOnFlush: Bool = false,
         onMessage: (@Sendable (MQTTMessage) -> Void)? = nil
     ) throws {
         MQTTGlobal.initialize()
@@ -64,14 +68,22 @@ private struct Wired {
         let published = self.published
         let failures = self.failures
         client.setConnectionFailureHandler { reason, _, _ in failures.append(reason) }
-        client.setMessageHandler { message in
+        let receive: @Sendable (MQTTMessage) -> Void = { message in
             onMessage?(message)
             messages.append(message)
+        }
+        if batched {
+            let batchSizes = self.batchSizes
+            client.setMessageBatchHandler { batch in
+                batchSizes.append(batch.count)
+                batch.forEach(receive)
+            }
+        } else {
+            client.setMessageHandler(receive)
         }
         client.setConnectHandler { code, _ in connects.append(code) }
         client.setDisconnectHandler { code in disconnects.append(code) }
         client.setPublishedHandler { mid in published.append(mid) }
-        if let beforeAcknowledging { client.setBeforeAcknowledgingHandler(beforeAcknowledging) }
     }
 
     func waitConnected() async -> Bool {
@@ -156,30 +168,18 @@ struct MQTTClientTests {
 
     /// If libmosquitto sent the PUBACK before the handler ran, the broker would drop the message once
     /// acknowledged and the second session would never see it again. Blocked in the message handler
-    /// (libmosquitto's own loop), and in the before-acknowledging handler (the client's own loop, which
-    /// must not write the PUBACK of a message it has handled before that handler returned).
+    /// (libmosquitto's own loop), and in the message batch handler (the client's own loop, which must not
+    /// write the PUBACK of a message it has read before that handler returned).
     @Test(arguments: [false, true])
-    func pubackWaitsForTheHandler(blockBeforeAcknowledging: Bool) async throws {
+    func pubackWaitsForTheHandler(batched: Bool) async throws {
         signal(SIGPIPE, SIG_IGN)  // the late PUBACK is written to a socket the broker closed
         let broker = try TestBroker.start()
         defer { broker.stop() }
         let clientID = uniqueID("slow")
         let entered = MQTTRecorder<String>()
         let gate = MQTTGate()
-        let requestHandled = Atomic(false)
-        let blockOnce: @Sendable () -> Void = {
-            guard requestHandled.exchange(false, ordering: .acquiringAndReleasing) else { return }
-            entered.append("before acknowledging")
-            gate.wait()
-        }
-        let beforeAcknowledging = blockBeforeAcknowledging ? blockOnce : nil
-        let first = try Wired(port: broker.port, clientID: clientID, beforeAcknowledging: beforeAcknowledging) {
-            message in
+        let first = try Wired(port: broker.port, clientID: clientID, batched: batched) { message in
             guard message.topic == "kurir-test/slow/request" else { return }
-            if blockBeforeAcknowledging {
-                requestHandled.store(true, ordering: .releasing)
-                return
-            }
             entered.append(message.topic)
             gate.wait()
         }
@@ -208,18 +208,16 @@ struct MQTTClientTests {
         #expect(await second.messages.wait { $0.contains { $0.topic == "kurir-test/slow/request" } })
     }
 
-    enum Loop: CaseIterable { case libmosquitto, beforeAcknowledging, publishesOnFlush }
+    enum Loop: CaseIterable { case libmosquitto, batched, publishesOnFlush }
 
-    /// With libmosquitto's loop, and with the client's own (a before-acknowledging handler installed, or
+    /// With libmosquitto's loop, and with the client's own (a message batch handler installed, or
     /// publishes written on flush).
     @Test(arguments: Loop.allCases)
     func reconnectsAfterBrokerRestart(loop: Loop) async throws {
         let broker = try TestBroker.start()
         defer { broker.stop() }
-        let nothing: @Sendable () -> Void = {}
         let client = try Wired(
-            port: broker.port, clientID: uniqueID("reconnect"),
-            beforeAcknowledging: loop == .beforeAcknowledging ? nothing : nil,
+            port: broker.port, clientID: uniqueID("reconnect"), batched: loop == .batched,
             publishesOnFlush: loop == .publishesOnFlush)
         try client.client.subscribe("kurir-test/re/#", qos: 1)
         try client.client.start()
@@ -274,6 +272,48 @@ struct MQTTClientTests {
         #expect(publisher.published.all.count == mids.count)
     }
 
+    /// kurir's intake: the messages waiting on the socket arrive in one call, in order. While the first
+    /// batch blocks, the broker sends the next messages (up to its in-flight window), so a later read
+    /// holds more than one.
+    @Test func aMessageBatchHoldsTheMessagesOfOneReadInOrder() async throws {
+        let broker = try TestBroker.start()
+        defer { broker.stop() }
+        let gate = MQTTGate()
+        let blocked = MQTTRecorder<Bool>()
+        let subscriber = try Wired(port: broker.port, clientID: uniqueID("batch-sub"), cleanSession: true, batched: true) {
+            message in
+            guard message.topic == "kurir-test/batch/m", message.payload == Array("0".utf8) else { return }
+            blocked.append(true)
+            gate.wait()
+        }
+        try subscriber.client.subscribe("kurir-test/batch/#", qos: 1)
+        try subscriber.client.start()
+        defer { subscriber.client.stop() }
+        #expect(await subscriber.waitConnected())
+        #expect(try await subscriber.waitSubscribed(probeTopic: "kurir-test/batch/probe"))
+
+        let publisher = try Wired(port: broker.port, clientID: uniqueID("batch-pub"), cleanSession: true)
+        try publisher.client.start()
+        defer { publisher.client.stop() }
+        #expect(await publisher.waitConnected())
+        var mids: [Int32] = []
+        for i in 0..<50 {
+            mids.append(try publisher.client.publish(topic: "kurir-test/batch/m", payload: Array("\(i)".utf8), qos: 1))
+        }
+        #expect(await blocked.wait { !$0.isEmpty })
+        #expect(await publisher.published.wait { Set($0) == Set(mids) })
+        gate.open()
+
+        let expected = (0..<50).map { "\($0)" }
+        #expect(
+            await subscriber.messages.wait { $0.filter { $0.topic == "kurir-test/batch/m" }.count >= expected.count })
+        let received = subscriber.messages.all.filter { $0.topic == "kurir-test/batch/m" }
+            .map { String(decoding: $0.payload, as: UTF8.self) }
+        #expect(received == expected)
+        #expect(subscriber.batchSizes.all.contains { $0 > 1 })
+        #expect(subscriber.batchSizes.all.allSatisfy { $0 <= 64 })
+    }
+
     @Test func stopIsIdempotent() async throws {
         let broker = try TestBroker.start()
         defer { broker.stop() }
@@ -317,9 +357,7 @@ struct MQTTClientTests {
     @Test func aRefusedLoginIsReportedOnceByTheConnectHandler() async throws {
         let broker = try RefusingBroker()
         defer { broker.stop() }
-        let nothing: @Sendable () -> Void = {}
-        let client = try Wired(
-            port: broker.port, clientID: uniqueID("refused"), cleanSession: true, beforeAcknowledging: nothing)
+        let client = try Wired(port: broker.port, clientID: uniqueID("refused"), cleanSession: true, batched: true)
         try client.client.start()
         defer { client.client.stop() }
         // The first try at once, the second after the 1 s pause.
