@@ -4,7 +4,6 @@ import KurirJSON
 import KurirMQTT
 import KurirStore
 import Logging
-import Synchronization
 
 /// Turns MQTT requests into committed rows before libmosquitto acknowledges them.
 ///

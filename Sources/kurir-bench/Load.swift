@@ -162,11 +162,13 @@ final class ArrivalSink: Sendable {
     func stop() { client.stop() }
 }
 
-/// Latency percentiles of one run, milliseconds.
+/// Latency percentiles of one run or of several pooled, milliseconds.
 struct Latency: Sendable {
     var p50: Double
     var p99: Double
     var max: Double
+    /// Each request's latency, nanoseconds, sorted.
+    let samples: [Int64]
 
     init(sent: TimeTable, arrived: TimeTable) {
         var values: [Int64] = []
@@ -174,7 +176,15 @@ struct Latency: Sendable {
         for i in 0..<sent.count where arrived[i] > 0 && sent[i] > 0 {
             values.append(arrived[i] - sent[i])
         }
-        values.sort()
+        self.init(samples: values)
+    }
+
+    /// The percentiles over every request of `runs`.
+    static func pooled(_ runs: [Latency]) -> Latency { Latency(samples: runs.flatMap(\.samples)) }
+
+    private init(samples: [Int64]) {
+        let values = samples.sorted()
+        self.samples = values
         func at(_ q: Double) -> Double {
             guard !values.isEmpty else { return .nan }
             let index = Swift.min(values.count - 1, Int((Double(values.count) * q).rounded(.up)) - 1)

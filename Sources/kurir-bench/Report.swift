@@ -52,6 +52,7 @@ struct Report {
     /// JSON has no NaN or infinity.
     private static func clean(_ value: Any) -> Any {
         if let d = value as? Double, !d.isFinite { return NSNull() }
+        if let list = value as? [Double] { return list.map(clean) }
         return value
     }
 
