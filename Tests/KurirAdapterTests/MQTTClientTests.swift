@@ -90,6 +90,17 @@ private struct Wired {
         await connects.wait { $0.contains(0) }
     }
 
+    /// A clean-session client, started and connected; the caller stops it.
+    static func publisher(port: Int, name: String = "pub", publishesOnFlush: Bool = false) async throws -> Wired {
+        let publisher = try Wired(
+            port: port, clientID: uniqueID(name), cleanSession: true, publishesOnFlush: publishesOnFlush)
+        try publisher.client.start()
+        let connected = await publisher.waitConnected()
+        if !connected { publisher.client.stop() }
+        try #require(connected, "publisher \(name) never connected")
+        return publisher
+    }
+
     /// Publishes probes on a topic the client subscribed to until one comes back: from then on the
     /// broker has processed the SUBSCRIBE (it handles one client's packets in order).
     func waitSubscribed(probeTopic: String) async throws -> Bool {
@@ -117,10 +128,8 @@ struct MQTTClientTests {
         try subscriber.client.subscribe("kurir-test/rt/#", qos: 1)
         #expect(try await subscriber.waitSubscribed(probeTopic: "kurir-test/rt/probe"))
 
-        let publisher = try Wired(port: broker.port, clientID: uniqueID("pub"), cleanSession: true)
-        try publisher.client.start()
+        let publisher = try await Wired.publisher(port: broker.port)
         defer { publisher.client.stop() }
-        #expect(await publisher.waitConnected())
         let payload: [UInt8] = Array("{\"target\":\"0812\"}".utf8) + [0, 255]
         let mid = try publisher.client.publish(topic: "kurir-test/rt/tickets/assigned", payload: payload, qos: 1)
 
@@ -144,10 +153,8 @@ struct MQTTClientTests {
         first.client.stop()
         #expect(!first.client.isConnected)
 
-        let publisher = try Wired(port: broker.port, clientID: uniqueID("pub"), cleanSession: true)
-        try publisher.client.start()
+        let publisher = try await Wired.publisher(port: broker.port)
         defer { publisher.client.stop() }
-        #expect(await publisher.waitConnected())
         var mids: [Int32] = []
         for i in 0..<5 {
             mids.append(try publisher.client.publish(topic: "kurir-test/away/\(i)", payload: [UInt8(i)], qos: 1))
@@ -188,9 +195,7 @@ struct MQTTClientTests {
         #expect(await first.waitConnected())
         #expect(try await first.waitSubscribed(probeTopic: "kurir-test/slow/probe"))
 
-        let publisher = try Wired(port: broker.port, clientID: uniqueID("pub"), cleanSession: true)
-        try publisher.client.start()
-        #expect(await publisher.waitConnected())
+        let publisher = try await Wired.publisher(port: broker.port)
         let mid = try publisher.client.publish(topic: "kurir-test/slow/request", payload: Array("x".utf8), qos: 1)
         #expect(await publisher.published.wait { $0.contains(mid) })
         publisher.client.stop()
@@ -246,11 +251,8 @@ struct MQTTClientTests {
         #expect(await subscriber.waitConnected())
         #expect(try await subscriber.waitSubscribed(probeTopic: "kurir-test/flush/probe"))
 
-        let publisher = try Wired(
-            port: broker.port, clientID: uniqueID("flush-pub"), cleanSession: true, publishesOnFlush: true)
-        try publisher.client.start()
+        let publisher = try await Wired.publisher(port: broker.port, name: "flush-pub", publishesOnFlush: true)
         defer { publisher.client.stop() }
-        #expect(await publisher.waitConnected())
         var mids: [Int32] = []
         for round in 0..<3 {
             for i in 0..<100 {
@@ -292,10 +294,8 @@ struct MQTTClientTests {
         #expect(await subscriber.waitConnected())
         #expect(try await subscriber.waitSubscribed(probeTopic: "kurir-test/batch/probe"))
 
-        let publisher = try Wired(port: broker.port, clientID: uniqueID("batch-pub"), cleanSession: true)
-        try publisher.client.start()
+        let publisher = try await Wired.publisher(port: broker.port, name: "batch-pub")
         defer { publisher.client.stop() }
-        #expect(await publisher.waitConnected())
         var mids: [Int32] = []
         for i in 0..<50 {
             mids.append(try publisher.client.publish(topic: "kurir-test/batch/m", payload: Array("\(i)".utf8), qos: 1))
