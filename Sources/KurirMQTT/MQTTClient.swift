@@ -115,6 +115,9 @@ public final class MQTTClient: @unchecked Sendable {
     /// them delivered, with one commit for all of them. With it the client drives libmosquitto's loop
     /// itself (read what is waiting, this handler, write) instead of `mosquitto_loop_forever`.
     public func setMessageBatchHandler(_ handler: @escaping @Sendable ([MQTTMessage]) -> Void) {
+        // `start` chooses the loop: set later, the messages would wait for a batch libmosquitto's loop
+        // never ends, unacknowledged and unseen.
+        precondition(lifecycle.withLock { $0 == .created }, "setMessageBatchHandler must be called before start")
         box.handlers.withLock { $0.messageBatch = handler }
     }
 

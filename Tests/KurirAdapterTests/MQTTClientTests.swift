@@ -314,6 +314,16 @@ struct MQTTClientTests {
         #expect(subscriber.batchSizes.all.allSatisfy { $0 <= 64 })
     }
 
+    /// The loop is chosen at `start`: a batch handler set later would collect messages no loop hands over.
+    @Test func aMessageBatchHandlerSetAfterStartStopsTheProcess() async {
+        await #expect(processExitsWith: .failure) {
+            let client = try MQTTClient(
+                options: MQTTConnectOptions(host: "127.0.0.1", port: 1, clientID: "kurir-test-late-batch"))
+            try client.start()
+            client.setMessageBatchHandler { _ in }
+        }
+    }
+
     @Test func stopIsIdempotent() async throws {
         let broker = try TestBroker.start()
         defer { broker.stop() }
